@@ -1,0 +1,132 @@
+"""Data the chapters need, generated before the book is built.
+
+``make book`` runs ``pfbook data prepare --profile default`` before ``jupyter-book build``, and
+``make test`` runs it with ``--profile ci`` before the notebooks are executed, so that a chapter
+finds its datasets already on disk (and cached) instead of generating them inside a notebook cell.
+
+A chapter that needs a dataset registers a *recipe* here, in this module, with :func:`dataset`::
+
+    @dataset("opf-case5", "AC-OPF solutions of case5 for the constrained-diffusion chapter")
+    def _opf_case5(profile: str, data_dir: Path, progress: bool):
+        from pfbook.datasets import ac_opf_dataset       # import inside: keeps the CLI fast
+
+        n = {"ci": 200, "default": 5000, "paper": 5000}[profile]
+        return ac_opf_dataset("case5", n, out_dir=data_dir, progress=progress)
+
+A recipe receives the profile name, the data folder and whether to show progress, and returns
+what it wrote: a path, a list of paths, or an object with a ``.path`` attribute (such as the result
+of :func:`pfbook.datasets.ac_opf_dataset`). Recipes must be idempotent: the dataset generators
+cache their output, so running ``prepare`` twice costs nothing the second time.
+
+Recipes live here rather than beside the code they call because this module is part of the
+package's outermost layer (the command line and the book); lower layers never import it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: The run profiles every chapter understands (see the book's introduction).
+PROFILES: tuple[str, ...] = ("ci", "default", "paper")
+
+#: Environment variable that selects the profile when none is given explicitly.
+PROFILE_ENV = "PFBOOK_PROFILE"
+
+
+def default_profile() -> str:
+    """The profile named by ``$PFBOOK_PROFILE``, or ``"default"``."""
+    return os.environ.get(PROFILE_ENV, "default")
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return profile
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    """One dataset a chapter needs: a name, a line of help, and the function that makes it."""
+
+    name: str
+    help: str
+    make: Callable[[str, Path, bool], Any]
+    profiles: tuple[str, ...] = PROFILES
+
+
+@dataclass
+class Prepared:
+    """What one recipe produced."""
+
+    name: str
+    paths: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+_RECIPES: dict[str, DataRecipe] = {}
+
+
+def dataset(name: str, help: str, profiles: Iterable[str] = PROFILES):
+    """Register the decorated function as the recipe ``name`` (run for the given profiles only)."""
+    profiles = tuple(check_profile(p) for p in profiles)
+
+    def register(make: Callable[[str, Path, bool], Any]) -> Callable[[str, Path, bool], Any]:
+        if name in _RECIPES:
+            raise ValueError(f"a data recipe named {name!r} is already registered")
+        _RECIPES[name] = DataRecipe(name=name, help=help, make=make, profiles=profiles)
+        return make
+
+    return register
+
+
+def recipes(profile: str | None = None) -> list[DataRecipe]:
+    """The registered recipes, in registration order; only those run for ``profile`` if given."""
+    if profile is not None:
+        check_profile(profile)
+    return [r for r in _RECIPES.values() if profile is None or profile in r.profiles]
+
+
+def _paths(result: Any) -> list[Path]:
+    if result is None:
+        return []
+    if isinstance(result, (str, os.PathLike)):
+        return [Path(result)]
+    if hasattr(result, "path"):
+        return [Path(result.path)]
+    if isinstance(result, Iterable):
+        return [p for item in result for p in _paths(item)]
+    raise TypeError(f"a data recipe returned {type(result).__name__}; return a path, a list of "
+                    f"paths or an object with a .path attribute")
+
+
+def prepare(profile: str = "default", data_dir: str | os.PathLike = "data", progress: bool = True,
+            only: Iterable[str] | None = None) -> list[Prepared]:
+    """Make sure ``data_dir`` exists and run every recipe registered for ``profile``.
+
+    ``only`` restricts the run to the named recipes (an unknown name is a ``ValueError``).
+    """
+    check_profile(profile)
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    todo = recipes(profile)
+    if only is not None:
+        only = list(only)
+        unknown = [n for n in only if n not in _RECIPES]
+        if unknown:
+            known = ", ".join(_RECIPES) or "none registered yet"
+            raise ValueError(f"unknown data recipe(s) {', '.join(unknown)}; known: {known}")
+        todo = [r for r in todo if r.name in only]
+    done = []
+    for recipe in todo:
+        t0 = time.perf_counter()
+        result = recipe.make(profile, data_dir, progress)
+        done.append(Prepared(recipe.name, _paths(result), time.perf_counter() - t0))
+    return done
+
+
+# ---------------------------------------------------------------------- recipes
+# Chapters register the datasets they need below (see the module docstring).
