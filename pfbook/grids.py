@@ -385,12 +385,14 @@ def pandapower_cases() -> tuple[str, ...]:
     """Names of the grid constructors in ``pandapower.networks`` (used with the ``pp:`` prefix)."""
     import pandapower.networks as pn
 
-    skip = {"create_cigre_network_hv"}
-    return tuple(sorted(n for n in dir(pn) if not n.startswith("_") and callable(getattr(pn, n))
-                        and (n.startswith(("case", "create_", "mv_", "lv_", "GBnetwork", "iceland",
-                                           "panda_four", "simple_", "example_", "four_loads",
-                                           "kb_", "ieee_")))
-                        and n not in skip))
+    names = []
+    for n in dir(pn):
+        fn = getattr(pn, n)
+        # only the network constructors defined in pandapower.networks, not helpers it imports
+        if not n.startswith("_") and callable(fn) and getattr(fn, "__module__", "").startswith("pandapower.networks") \
+                and n != "sorted_from_json":
+            names.append(n)
+    return tuple(sorted(names))
 
 
 def known_grids() -> dict[str, tuple[str, ...]]:

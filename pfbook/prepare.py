@@ -30,22 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: The run profiles every chapter understands (see the book's introduction).
-PROFILES: tuple[str, ...] = ("ci", "default", "paper")
-
-#: Environment variable that selects the profile when none is given explicitly.
-PROFILE_ENV = "PFBOOK_PROFILE"
-
-
-def default_profile() -> str:
-    """The profile named by ``$PFBOOK_PROFILE``, or ``"default"``."""
-    return os.environ.get(PROFILE_ENV, "default")
-
-
-def check_profile(profile: str) -> str:
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    return profile
+from pfbook.config import PROFILES, check_profile, data_dir as default_data_dir
 
 
 @dataclass(frozen=True)
@@ -103,14 +88,16 @@ def _paths(result: Any) -> list[Path]:
                     f"paths or an object with a .path attribute")
 
 
-def prepare(profile: str = "default", data_dir: str | os.PathLike = "data", progress: bool = True,
+def prepare(profile: str = "default", data_dir: str | os.PathLike | None = None, progress: bool = True,
             only: Iterable[str] | None = None) -> list[Prepared]:
     """Make sure ``data_dir`` exists and run every recipe registered for ``profile``.
 
-    ``only`` restricts the run to the named recipes (an unknown name is a ``ValueError``).
+    ``data_dir`` defaults to :func:`pfbook.config.data_dir` (``$PFBOOK_DATA``, else the book's
+    ``data/``), the folder the chapters read from. ``only`` restricts the run to the named recipes
+    (an unknown name is a ``ValueError``).
     """
     check_profile(profile)
-    data_dir = Path(data_dir)
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     todo = recipes(profile)
     if only is not None:
@@ -130,3 +117,13 @@ def prepare(profile: str = "default", data_dir: str | os.PathLike = "data", prog
 
 # ---------------------------------------------------------------------- recipes
 # Chapters register the datasets they need below (see the module docstring).
+
+
+@dataset("opf-case5", "AC-OPF solutions of case5 for the chapter 'Power flow and AC-OPF data' and the primer")
+def _opf_case5(profile: str, data_dir: Path, progress: bool):
+    from pfbook.config import OPFDataConfig
+    from pfbook.datasets import ac_opf_dataset     # imported here: keeps the command line fast
+
+    cfg = OPFDataConfig.for_profile(profile, grid="case5")
+    return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir,
+                          progress=progress)

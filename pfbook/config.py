@@ -1,0 +1,71 @@
+"""Run profiles and per-chapter configuration objects.
+
+Every chapter takes ``profile`` in its papermill ``parameters`` cell:
+
+* ``ci``      -- the whole notebook in about a minute on 2 CPU cores (what the test suite runs);
+* ``default`` -- what the book build runs on a laptop CPU: results that already show the effect;
+* ``paper``   -- the paper's own sizes and hyperparameters, meant for a GPU.
+
+A chapter's settings are a dataclass built by ``for_profile``; the notebook and the command line both
+build it the same way and store it (``asdict``) next to every result so a run can be reproduced.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+#: The run profiles every chapter understands.
+PROFILES: tuple[str, ...] = ("ci", "default", "paper")
+
+#: Environment variable that selects the profile when none is given explicitly (nbmake uses it).
+PROFILE_ENV = "PFBOOK_PROFILE"
+
+#: Environment variable that overrides where datasets are stored.
+DATA_ENV = "PFBOOK_DATA"
+
+
+def default_profile() -> str:
+    """The profile named by ``$PFBOOK_PROFILE``, or ``"default"``."""
+    return check_profile(os.environ.get(PROFILE_ENV, "default"))
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return profile
+
+
+def book_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The folder holding ``_toc.yml``, searched from ``start`` (default: the working folder) upward."""
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "_toc.yml").is_file():
+            return d
+    return None
+
+
+def data_dir() -> Path:
+    """Where datasets live: ``$PFBOOK_DATA``, else the book's ``data/`` folder, else ``./data``.
+
+    Chapters run in ``book/`` and the command line at the repository root; both find the same folder.
+    """
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    root = book_root()
+    return (root / "data") if root is not None else Path("data")
+
+
+@dataclass(frozen=True)
+class OPFDataConfig:
+    """The AC-OPF dataset of the "Power flow and AC-OPF data" chapter."""
+
+    grid: str = "case5"
+    n_samples: int = 1000                    # converged AC-OPF solves to keep
+    load_range: tuple[float, float] = (0.8, 1.0)   # per-load scaling of nominal (P, Q), power factor kept
+    seed: int = 0
+
+    @classmethod
+    def for_profile(cls, profile: str, grid: str = "case5", seed: int = 0) -> "OPFDataConfig":
+        n = {"ci": 60, "default": 1000, "paper": 5000}[check_profile(profile)]
+        return replace(cls(), grid=grid, n_samples=n, seed=seed)

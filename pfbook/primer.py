@@ -1,0 +1,257 @@
+"""The "Diffusion models for power-system data" chapter: its settings per profile and its few helpers.
+
+This module is part of the outer layer: it joins the power-system layer (datasets, the torch physics) with the
+diffusion core (which knows nothing of grids), so that the chapter stays a handful of calls.
+
+The data are AC-OPF solutions x = (p, q, v, θ) per bus (case5: 20 features), the setting of seed 000; the
+physics residual used to judge and to guide samples is the nodal mismatch of :func:`pfbook.physics.nodal_mismatch`
+in per unit, computed from de-normalised samples.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import check_profile, data_dir
+from .diffusion import DiffusionModel, Layout, Normaliser, Sampler, Schedule, TrainConfig, mmd_rbf
+from .grids import Grid, load_grid
+from .physics import grid_tensors, nodal_mismatch
+
+#: the record layout of seed 000: net injections, voltage magnitude and angle at every bus
+FEATURES = ("p", "q", "v", "theta")
+
+
+@dataclass(frozen=True)
+class PrimerConfig:
+    """Settings of the primer chapter (one per profile; ``for_profile`` builds them)."""
+
+    grid: str = "case5"
+    n_samples: int = 1000                        # AC-OPF records (loads x U(load_range), as in seed 000)
+    load_range: tuple[float, float] = (0.8, 1.0)
+    test_fraction: float = 0.2                   # records held out to judge samples against
+    T: int = 1000                                # diffusion steps, linear β 1e-4 -> 0.02 (seed 000)
+    width: int = 256                             # MLP width (seed 000: 500)
+    depth: int = 4                               # hidden layers (seed 000: 6)
+    steps: int = 6000                            # optimiser steps
+    batch_size: int = 500
+    lr: float = 1e-3
+    lr_decay_every: int = 1500                   # steps between learning-rate decays (x lr_decay)
+    lr_decay: float = 0.6                        # γ of seed 000
+    ema_decay: float | None = 0.999
+    n_generate: int = 2000                       # samples drawn per sampler
+    ddim_steps: tuple[int, ...] = (10, 20, 50, 100, 250)
+    guidance_scale: float = 1.0                  # λ of the gradient guidance (model space; R in p.u.²)
+    seed: int = 0
+    device: str = "cpu"
+
+    @classmethod
+    def for_profile(cls, profile: str, grid: str = "case5", seed: int = 0, device: str = "cpu") -> "PrimerConfig":
+        base = replace(cls(), grid=grid, seed=seed, device=device)
+        return {
+            "ci": replace(base, n_samples=200, width=128, depth=3, steps=1200, batch_size=128, lr=2e-3,
+                          lr_decay_every=400, ema_decay=0.99, n_generate=400, ddim_steps=(10, 50, 200)),
+            "default": base,
+            "paper": replace(base, n_samples=5000, width=500, depth=6, steps=150_000, lr=1e-4,
+                             lr_decay_every=15_000, ema_decay=0.9999, n_generate=5000,
+                             ddim_steps=(10, 20, 50, 100, 250, 500)),
+        }[check_profile(profile)]
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                           lr_decay_every=self.lr_decay_every, lr_decay=self.lr_decay, ema_decay=self.ema_decay,
+                           seed=self.seed, device=self.device)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------- data
+@dataclass
+class PrimerData:
+    """The records split into training and held-out rows, with their layout."""
+
+    grid: Grid
+    train: np.ndarray
+    test: np.ndarray
+    columns: list[str]
+    layout: Layout
+    dataset: object
+
+
+def load_data(cfg: PrimerConfig, progress: bool = False) -> PrimerData:
+    """AC-OPF records of ``cfg.grid`` (generated once, then read from the data folder), split by a seeded shuffle."""
+    from .datasets import ac_opf_dataset
+
+    ds = ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir(),
+                        progress=progress)
+    x, cols = ds.features(FEATURES)
+    order = np.random.default_rng(cfg.seed).permutation(len(x))
+    n_test = max(2, int(round(cfg.test_fraction * len(x))))
+    grid = load_grid(cfg.grid)
+    return PrimerData(grid=grid, train=x[order[n_test:]], test=x[order[:n_test]], columns=cols,
+                      layout=Layout(features=tuple(cols), grid=grid.name, shape=(len(cols),)), dataset=ds)
+
+
+def split_features(x: torch.Tensor, n_bus: int) -> tuple[torch.Tensor, ...]:
+    """(p, q, v, θ) from records laid out as in :data:`FEATURES` (each (..., n_bus))."""
+    return tuple(x[..., k * n_bus:(k + 1) * n_bus] for k in range(len(FEATURES)))
+
+
+def mismatch(grid: Grid, x, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodal active and reactive mismatch (p.u.) of records ``x`` in physical units, each (..., n_bus)."""
+    x = torch.as_tensor(x, dtype=dtype)
+    gt = grid_tensors(grid, x.device, dtype)
+    return nodal_mismatch(gt, *split_features(x, grid.n_bus))
+
+
+def max_mismatch(grid: Grid, x) -> np.ndarray:
+    """Per record, the largest |ΔP| or |ΔQ| over buses (p.u., float64)."""
+    dp, dq = mismatch(grid, x)
+    return torch.maximum(dp.abs().amax(-1), dq.abs().amax(-1)).cpu().numpy()
+
+
+def imbalance_residual(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64,
+                       device: str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """R_H(x̂_0) = Σ_b ΔP_b² + ΔQ_b² (seed 000, eq. 10) of model-space x̂_0, computed in per unit.
+
+    The de-normalisation happens inside, so :class:`~pfbook.diffusion.GradientGuidance` steps in model
+    space on a residual in physical units. The physics runs in ``dtype`` (float64 by default: a float32
+    mismatch bottoms out near 1e-5 p.u.), and gradients flow back to the model's float32.
+    """
+    gt = grid_tensors(grid, device, dtype)
+
+    def residual(z: torch.Tensor) -> torch.Tensor:
+        dp, dq = nodal_mismatch(gt, *split_features(normaliser.inverse(z.to(dtype)), grid.n_bus))
+        return (dp * dp + dq * dq).sum(-1)
+
+    return residual
+
+
+def mismatch_constraint(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64,
+                        device: str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """H(x̂_0) = (ΔP, ΔQ) per bus (p.u.), shape (B, 2 n_bus), of model-space x̂_0: the constraints H = 0."""
+    gt = grid_tensors(grid, device, dtype)
+
+    def constraint(z: torch.Tensor) -> torch.Tensor:
+        dp, dq = nodal_mismatch(gt, *split_features(normaliser.inverse(z.to(dtype)), grid.n_bus))
+        return torch.cat([dp, dq], dim=-1)
+
+    return constraint
+
+
+# ---------------------------------------------------------------------------------------- the chapter's tables
+def forward_imbalance(grid: Grid, x: np.ndarray, normaliser: Normaliser, schedule: Schedule,
+                      timesteps: Sequence[int], seed: int = 0) -> pd.DataFrame:
+    """Mean nodal mismatch magnitude (p.u.) of real records noised to each t, de-normalised (seed 003, Fig. 1)."""
+    g = torch.Generator().manual_seed(seed)
+    z = normaliser(torch.as_tensor(x, dtype=torch.float64))
+    rows = []
+    for t in timesteps:
+        xt = normaliser.inverse(schedule.q_sample(z, int(t), generator=g))
+        dp, dq = mismatch(grid, xt)
+        rows.append({"t": int(t), "alpha_bar": float(schedule.alpha_bar[int(t)]),
+                     "mean |S| (p.u.)": float(torch.sqrt(dp ** 2 + dq ** 2).mean())})
+    return pd.DataFrame(rows)
+
+
+def mean_w1(x: np.ndarray, reference: np.ndarray) -> float:
+    """Per-feature 1-Wasserstein distance to ``reference``, in units of the reference's std, averaged.
+
+    Features that are constant in the reference (a reference-bus angle) are left out.
+    """
+    from scipy.stats import wasserstein_distance
+
+    std = reference.std(0)
+    keep = std > 1e-9 * np.maximum(1.0, np.abs(reference).max(0))
+    return float(np.mean([wasserstein_distance(x[:, j], reference[:, j]) / std[j] for j in np.flatnonzero(keep)]))
+
+
+def judge(x: np.ndarray, reference: np.ndarray, normaliser: Normaliser, grid: Grid) -> dict:
+    """Distribution distances to ``reference`` and the physics residual of samples ``x`` (physical units)."""
+    worst = max_mismatch(grid, x)
+    return {"W1/σ": mean_w1(x, reference),
+            "MMD²": mmd_rbf(normaliser(torch.as_tensor(x)), normaliser(torch.as_tensor(reference)), max_n=2000),
+            "median max|ΔS| (p.u.)": float(np.median(worst)), "p90 max|ΔS| (p.u.)": float(np.quantile(worst, 0.9))}
+
+
+def compare_samplers(dm: DiffusionModel, samplers: Mapping[str, Sampler], reference: np.ndarray, grid: Grid,
+                     n: int, seed: int = 0, guidance=None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Draw ``n`` samples with each sampler; time it; judge it against held-out ``reference`` records.
+
+    Columns: network calls, seconds, mean per-feature W1 in std units, MMD² (normalised features), median and
+    90th percentile of the per-sample largest nodal mismatch (p.u.). Returns the table and the samples
+    (physical units).
+    """
+    rows, out = [], {}
+    for name, sampler in samplers.items():
+        gen = torch.Generator(device=dm.device).manual_seed(seed)
+        t0 = time.perf_counter()
+        y = dm.sample(n, sampler, guidance=guidance, generator=gen).double().cpu().numpy()
+        seconds = time.perf_counter() - t0
+        rows.append({"sampler": name, "network calls": sampler.n_steps, "seconds": seconds,
+                     **judge(y, reference, dm.normaliser, grid)})
+        out[name] = y
+    return pd.DataFrame(rows).set_index("sampler"), out
+
+
+def residual_trajectory(dm: DiffusionModel, sampler: Sampler, grid: Grid, n: int, guidance=None,
+                        seed: int = 0) -> pd.DataFrame:
+    """Mean nodal mismatch |S| (p.u.) of the (guided) x̂_0 at every reverse step, for one batch of ``n``."""
+    rows = []
+
+    def record(state, x_prev):
+        dp, dq = mismatch(grid, dm.normaliser.inverse(state.x0.double()))
+        rows.append({"t": state.t, "mean |S| of x̂0 (p.u.)": float(torch.sqrt(dp ** 2 + dq ** 2).mean())})
+
+    gen = torch.Generator(device=dm.device).manual_seed(seed)
+    dm.sample(n, sampler, guidance=guidance, generator=gen, callback=record)
+    return pd.DataFrame(rows)
+
+
+def plot_marginals(arrays: Mapping[str, np.ndarray], columns: Sequence[str], which: Sequence[int],
+                   bins: int = 30):
+    """Histograms of the columns ``which``, one panel each, with bins fitted to each column's own range."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(which), figsize=(3.2 * len(which), 2.6), squeeze=False)
+    for ax, j in zip(axes[0], which):
+        first = next(iter(arrays.values()))[:, j]
+        lo, hi = np.quantile(first, [0.001, 0.999])
+        pad = 0.25 * (hi - lo) + 1e-12
+        edges = np.linspace(lo - pad, hi + pad, bins + 1)
+        for label, a in arrays.items():
+            ax.hist(np.clip(a[:, j], edges[0], edges[-1]), bins=edges, density=True, histtype="step", lw=1.4,
+                    label=label)
+        ax.set(xlabel=columns[j], yticks=[])
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_quality_vs_time(table: pd.DataFrame, n: int):
+    """Two panels against sampling time: W1/σ to held-out records, and the median largest mismatch.
+
+    Rows without a time (the training-records reference) become a dashed line in the first panel.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3.2))
+    timed = table.dropna(subset=["seconds"])
+    for name, row in timed.iterrows():
+        mark = "s" if name.startswith("DDPM") else ("^" if "OV" in name else "o")
+        for a, col in zip(ax, ("W1/σ", "median max|ΔS| (p.u.)")):
+            a.scatter(row["seconds"], row[col], marker=mark)
+            a.annotate(name, (row["seconds"], row[col]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for name, row in table.drop(timed.index).iterrows():
+        ax[0].axhline(row["W1/σ"], color="grey", lw=1, ls="--", label=name)
+    if len(table) > len(timed):
+        ax[0].legend(fontsize=7, loc="upper right")
+    ax[0].set(xscale="log", xlabel=f"seconds for {n} samples", ylabel="W1/σ to held-out records")
+    ax[1].set(xscale="log", yscale="log", xlabel=f"seconds for {n} samples", ylabel="median max |ΔS| (p.u.)")
+    fig.tight_layout()
+    return fig
