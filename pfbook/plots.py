@@ -17,7 +17,9 @@ LABELS = {"p": "net active injection p (p.u.)", "q": "net reactive injection q (
 def pick_buses(values: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` columns that vary most (ties broken by order): the buses worth looking at."""
     spread = values.std(0)
-    return np.sort(np.argsort(-spread, kind="stable")[: min(k, values.shape[1])])
+    varies = np.flatnonzero(spread > 1e-7 * (1 + np.abs(values).mean(0)))   # skip buses pinned at a limit
+    order = varies[np.argsort(-spread[varies], kind="stable")]
+    return np.sort(order[: min(k, len(order))]) if len(order) else np.arange(min(k, values.shape[1]))
 
 
 def bus_marginals(arrays: dict[str, np.ndarray], bus_ids: Sequence[int], feature: str = "p",
