@@ -26,6 +26,7 @@ No noise is added on the final step to x_0 (Algorithm 2, line 4: z = 0 at t = 1)
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -47,7 +48,7 @@ def predict(model: Callable, x: torch.Tensor, t: "int | torch.Tensor", cond: tor
     return out, schedule.predict_x0(x, t, out)
 
 
-class Sampler:
+class Sampler(abc.ABC):
     """Base class: the loop. Subclasses set ``self.timesteps`` (descending) and implement :meth:`step`."""
 
     timesteps: list[int]
@@ -62,8 +63,9 @@ class Sampler:
     def alpha_bar(self, t: int) -> float:
         return 1.0 if t < 0 else self._ab[t]
 
+    @abc.abstractmethod
     def step(self, state: GuidanceState) -> torch.Tensor:
-        raise NotImplementedError
+        """x_{t_prev} from the (guided) state at t: the one thing each sampler defines."""
 
     @property
     def n_steps(self) -> int:
