@@ -127,3 +127,29 @@ def _opf_case5(profile: str, data_dir: Path, progress: bool):
     cfg = OPFDataConfig.for_profile(profile, grid="case5")
     return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir,
                           progress=progress)
+
+
+@dataset("scada-case30", "SCADA measurements of case30 driven by simbench profiles, for 'Measurement data'")
+def _scada_case30(profile: str, data_dir: Path, progress: bool):
+    from pfbook.measurements import SCADA_DAYS, scada_dataset     # imported here: keeps the command line fast
+
+    start_day, n_days = SCADA_DAYS[profile]
+    return scada_dataset("case30", start_day=start_day, n_days=n_days, seed=0, out_dir=data_dir, progress=progress)
+
+
+@dataset("opf-constrained", "AC-OPF solutions (p, q, v, θ) of case5 for 'Domain-constrained diffusion'")
+def _opf_constrained(profile: str, data_dir: Path, progress: bool):
+    from pfbook.constrained import ConstrainedConfig     # imported here: keeps the command line fast
+    from pfbook.datasets import ac_opf_dataset
+
+    cfg = ConstrainedConfig.for_profile(profile, grid="case5")
+    return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir,
+                          progress=progress)
+
+
+@dataset("pmu-ieee39", "ANDES PMU records of IEEE 39-bus events, for 'Measurement data'")
+def _pmu_ieee39(profile: str, data_dir: Path, progress: bool):
+    from pfbook.pmu import PMU_EVENTS, pmu_dataset     # imported here: keeps the command line fast
+
+    n_events, t_end = PMU_EVENTS[profile]
+    return pmu_dataset("ieee39", n_events, t_end=t_end, seed=0, out_dir=data_dir, progress=progress)
