@@ -15,8 +15,7 @@ The method composes the power-system layer (:mod:`pfbook.physics`) with the diff
   sample, which makes it satisfy them to 1e-8 p.u.; :func:`evaluate`, the comparison table the paper lacks.
 
 The helpers the primer chapter already has (record layout and loading, mismatch of records, R_H and H in physical
-units) are imported from :mod:`pfbook.primer`, not copied. They belong one layer down (power-system records and
-evaluation); when they move there, only this import changes.
+units) come from :mod:`pfbook.records`, the layer both chapters share.
 """
 from __future__ import annotations
 
@@ -36,7 +35,7 @@ from .diffusion import (DDIMSampler, DDPMSampler, DiffusionModel, GradientGuidan
 from .grids import Grid, load_grid
 from .io import atomic_write_json
 from .physics import bus_power, grid_tensors, nodal_mismatch
-from .primer import FEATURES, imbalance_residual, load_data, mismatch, mismatch_constraint, split_features
+from .records import FEATURES, imbalance_residual, load_data, mismatch, mismatch_constraint, split_features
 
 __all__ = ["ConstrainedConfig", "lambda_schedule", "guidance", "make_guidance", "sweep", "train_model", "sampler", "draw",
            "curvature", "newton_projection", "within_limits", "feature_w1", "bus_mismatch", "evaluate", "save_summary",
