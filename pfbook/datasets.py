@@ -45,7 +45,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .grids import Grid, load_grid
-from .io import DatasetError, atomic_write_json, atomic_write_npz, check_writable, sha256_file
+from .io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 
 FORMAT = "pfbook.opf_dataset"
 FORMAT_VERSION = 1
@@ -125,19 +125,10 @@ def grid_fingerprint(grid: Grid) -> str:
 
 
 # ---------------------------------------------------------------------------------------- dataset
-class OPFDataset:
+class OPFDataset(StoredDataset):
     """A solved AC-OPF dataset: arrays by name (``ds.p``, ``ds.pg``, ...) plus its metadata ``ds.meta``."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path | None = None):
-        self.arrays = arrays
-        self.meta = meta
-        self.path = path
-
-    def __getattr__(self, name: str) -> np.ndarray:
-        arrays = self.__dict__.get("arrays", {})
-        if name in arrays:
-            return arrays[name]
-        raise AttributeError(name)
+    what = "AC-OPF dataset"
 
     def __len__(self) -> int:
         return len(self.arrays["cost"])

@@ -76,3 +76,36 @@ def check_writable(folder: Path) -> None:
     except OSError as e:
         raise PermissionError(f"cannot write to output folder {str(folder)!r} ({e.strerror or e}); choose a "
                               f"folder you can write to (--out / out_dir=...)") from None
+
+
+class StoredDataset:
+    """Arrays by name (``ds.y0``, ``ds.p``, ...) plus their JSON metadata ``meta`` and the file ``path``."""
+
+    #: how error messages name this kind of dataset
+    what = "dataset"
+
+    def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], path: Path | None = None):
+        self.arrays, self.meta, self.path = arrays, meta, path
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        arrays = self.__dict__.get("arrays", {})
+        if name in arrays:
+            return arrays[name]
+        raise AttributeError(name)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, spec_key: str | None = None):
+        """Open ``<stem>.npz`` + ``<stem>.json``, checking the checksum and (if given) the settings key."""
+        path = Path(path)
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            raise DatasetError(f"{cls.what} {str(path)!r} is incomplete: need {path.name} and {meta_path.name}")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("sha256") != sha256_file(path):
+            raise DatasetError(f"{path.name} does not match the checksum in {meta_path.name}; delete both and "
+                               f"generate again")
+        if spec_key is not None and meta.get("spec_key") != spec_key:
+            raise DatasetError(f"{path.name} was made for other settings; delete it or pass overwrite=True")
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return cls(arrays, meta, path)

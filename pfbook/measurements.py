@@ -52,7 +52,7 @@ import numpy as np
 
 from .datasets import _default_workers, _safe, grid_fingerprint
 from .grids import Grid, load_grid
-from .io import DatasetError, atomic_write_json, atomic_write_npz, check_writable, sha256_file
+from .io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 
 STEPS_PER_DAY = 96
 SIMBENCH_CASE = "1-complete_data-mixed-all-0-sw"
@@ -431,17 +431,10 @@ def _solve_days(grid: Grid, spec: ScadaSpec, days: list[int], part_path: str | N
     return out
 
 
-class ScadaDataset:
+class ScadaDataset(StoredDataset):
     """A SCADA dataset: arrays (``y0``, ``y0_clean``, ``vm``, ``va``, ...) and metadata ``meta``."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], meta: dict, path: Path | None = None):
-        self.arrays, self.meta, self.path = arrays, meta, path
-
-    def __getattr__(self, name: str) -> np.ndarray:
-        arrays = self.__dict__.get("arrays", {})
-        if name in arrays:
-            return arrays[name]
-        raise AttributeError(name)
+    what = "SCADA dataset"
 
     def __len__(self) -> int:
         return int(self.arrays["y0"].shape[0])
@@ -460,19 +453,7 @@ class ScadaDataset:
 
     @classmethod
     def load(cls, path: str | os.PathLike, expect: ScadaSpec | None = None) -> "ScadaDataset":
-        path = Path(path)
-        meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise DatasetError(f"SCADA dataset {str(path)!r} is incomplete: need {path.name} and {meta_path.name}")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("sha256") != sha256_file(path):
-            raise DatasetError(f"{path.name} does not match the checksum in {meta_path.name}; delete both and "
-                               f"generate again")
-        if expect is not None and meta.get("spec_key") != expect.key():
-            raise DatasetError(f"{path.name} was made for another spec")
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        return cls(arrays, meta, path)
+        return cls.read(path, None if expect is None else expect.key())
 
 
 def scada_dataset(grid: str | Grid, *, start_day: int = 0, n_days: int = 366, n_renewable: int = 4,

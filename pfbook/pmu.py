@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .datasets import _default_workers
-from .io import DatasetError, atomic_write_json, atomic_write_npz, check_writable, sha256_file
+from .io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 
 PMU_CASES: dict[str, dict[str, Any]] = {
     "ieee39": dict(file="ieee39/ieee39_full.xlsx", n_pmu=13, paper="IEEE 39-bus, PMUs at 13 buses"),
@@ -234,17 +234,10 @@ def _read_part(part: Path, shape: tuple[int, int]) -> tuple[np.ndarray, bool] | 
     return (data, ok) if data.shape == shape else None
 
 
-class PMUDataset:
+class PMUDataset(StoredDataset):
     """PMU records ``data`` (n_events, M, n_samples), ``t``, ``success`` and metadata ``meta``."""
 
-    def __init__(self, arrays: dict[str, np.ndarray], meta: dict, path: Path | None = None):
-        self.arrays, self.meta, self.path = arrays, meta, path
-
-    def __getattr__(self, name: str) -> np.ndarray:
-        arrays = self.__dict__.get("arrays", {})
-        if name in arrays:
-            return arrays[name]
-        raise AttributeError(name)
+    what = "PMU dataset"
 
     def __len__(self) -> int:
         return int(self.arrays["data"].shape[0])
@@ -259,19 +252,7 @@ class PMUDataset:
 
     @classmethod
     def load(cls, path: str | os.PathLike, expect_key: str | None = None) -> "PMUDataset":
-        path = Path(path)
-        meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise DatasetError(f"PMU dataset {str(path)!r} is incomplete: need {path.name} and {meta_path.name}")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("sha256") != sha256_file(path):
-            raise DatasetError(f"{path.name} does not match the checksum in {meta_path.name}; delete both and "
-                               f"generate again")
-        if expect_key is not None and meta.get("spec_key") != expect_key:
-            raise DatasetError(f"{path.name} was made for other settings")
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        return cls(arrays, meta, path)
+        return cls.read(path, expect_key)
 
 
 def pmu_dataset(case: str, n_events: int, *, t_end: float = 10.0, fs: float = 30.0, seed: int = 0,
