@@ -119,14 +119,19 @@ def prepare(profile: str = "default", data_dir: str | os.PathLike | None = None,
 # Chapters register the datasets they need below (see the module docstring).
 
 
+def _opf(cfg, data_dir: Path, progress: bool):
+    """The AC-OPF dataset a chapter config (grid, n_samples, load_range, seed) describes."""
+    from pfbook.datasets import ac_opf_dataset     # imported here: keeps the command line fast
+
+    return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir,
+                          progress=progress)
+
+
 @dataset("opf-case5", "AC-OPF solutions of case5 for the chapter 'Power flow and AC-OPF data' and the primer")
 def _opf_case5(profile: str, data_dir: Path, progress: bool):
     from pfbook.config import OPFDataConfig
-    from pfbook.datasets import ac_opf_dataset     # imported here: keeps the command line fast
 
-    cfg = OPFDataConfig.for_profile(profile, grid="case5")
-    return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir,
-                          progress=progress)
+    return _opf(OPFDataConfig.for_profile(profile, grid="case5"), data_dir, progress)
 
 
 @dataset("scada-case30", "SCADA measurements of case30 driven by simbench profiles, for 'Measurement data'")
@@ -140,11 +145,8 @@ def _scada_case30(profile: str, data_dir: Path, progress: bool):
 @dataset("opf-constrained", "AC-OPF solutions (p, q, v, θ) of case5 for 'Domain-constrained diffusion'")
 def _opf_constrained(profile: str, data_dir: Path, progress: bool):
     from pfbook.constrained import ConstrainedConfig     # imported here: keeps the command line fast
-    from pfbook.datasets import ac_opf_dataset
 
-    cfg = ConstrainedConfig.for_profile(profile, grid="case5")
-    return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir,
-                          progress=progress)
+    return _opf(ConstrainedConfig.for_profile(profile, grid="case5"), data_dir, progress)
 
 
 @dataset("pmu-ieee39", "ANDES PMU records of IEEE 39-bus events, for 'Measurement data'")
