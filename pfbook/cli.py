@@ -141,14 +141,18 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 def cmd_rerun(args: argparse.Namespace) -> int:
     from pfbook.rerun import format_table, rerun, run_folder
 
-    runs = rerun(args.grid, chapters=args.chapters, profile=args.profile or default_profile(), out=args.out,
-                 device=args.device, seed=args.seed, timeout=args.timeout, book=args.book,
-                 log=sys.stderr)
-    print(format_table(runs))
-    n_failed = sum(not r.ok for r in runs)
-    summary = run_folder(args.grid, args.out, args.book) / "summary.json"
-    print(f"\n{len(runs) - n_failed} of {len(runs)} chapter(s) ran; "
-          f"{n_failed} failed. Summary: {summary}")
+    n_failed = n_runs = 0
+    for grid in args.grid:
+        runs = rerun(grid, chapters=args.chapters, profile=args.profile or default_profile(), out=args.out,
+                     device=args.device, seed=args.seed, timeout=args.timeout, book=args.book,
+                     log=sys.stderr)
+        print(format_table(runs))
+        failed = sum(not r.ok for r in runs)
+        n_failed, n_runs = n_failed + failed, n_runs + len(runs)
+        summary = run_folder(grid, args.out, args.book) / "summary.json"
+        print(f"\n{grid}: {len(runs) - failed} of {len(runs)} chapter(s) ran; {failed} failed. Summary: {summary}\n")
+    if len(args.grid) > 1:
+        print(f"{len(args.grid)} grids: {n_runs - n_failed} of {n_runs} chapter runs succeeded.")
     return 1 if n_failed else 0
 
 
@@ -254,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
             and summary.json. A failing chapter does not stop the others.
             Exit status: 0 if every chapter ran, 1 if any failed, 2 for bad arguments."""),
         epilog="example: pfbook rerun --grid case39 --chapters 01_power_flow_and_opf_data --profile ci")
-    p.add_argument("--grid", required=True,
-                   help="grid passed to every chapter, e.g. case39 (see `pfbook grids`)")
+    p.add_argument("--grid", required=True, nargs="+", metavar="GRID",
+                   help="grid passed to every chapter, e.g. case39 (see `pfbook grids`); several grids run "
+                        "one after the other, e.g. --grid case14 case30 case57 case118")
     p.add_argument("--chapters", nargs="+", default=None, metavar="CHAPTER",
                    help="chapters to run, by notebook name with or without .ipynb, e.g. "
                         "01_power_flow_and_opf_data (default: every chapter in _toc.yml)")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import PROFILES, check_profile
+from .config import PROFILES, book_root, check_profile
 from .diffusion import (DDIMSampler, DDPMSampler, DiffusionModel, GradientGuidance, MLPDenoiser, Normaliser,
                         Sampler, Schedule, TrainConfig, Trainer, ramp)
 from .grids import Grid, load_grid
@@ -39,7 +39,7 @@ from .records import FEATURES, imbalance_residual, load_data, mismatch, mismatch
 
 __all__ = ["ConstrainedConfig", "lambda_schedule", "guidance", "make_guidance", "sweep", "train_model", "sampler", "draw",
            "curvature", "newton_projection", "within_limits", "feature_w1", "bus_mismatch", "evaluate", "save_summary",
-           "load_summaries", "load_data", "plot_joint", "plot_violation_per_bus", "FEATURES"]
+           "load_summaries", "published_results", "load_data", "plot_joint", "plot_violation_per_bus", "FEATURES"]
 
 
 @dataclass(frozen=True)
@@ -370,6 +370,12 @@ def evaluate(grid: Grid, samples: Mapping[str, np.ndarray], reference: np.ndarra
 SUMMARY_NAME = "constrained-summary-{profile}.json"
 
 
+def published_results() -> Path:
+    """The book's published results, ``book/results/<grid>/``: summaries of the batch run over grids."""
+    root = book_root()
+    return (root / "book" / "results") if root is not None else Path("results")
+
+
 def save_summary(folder: "str | Path", table: pd.DataFrame, cfg: ConstrainedConfig, profile: str,
                  extra: dict | None = None) -> Path:
     """Write ``table`` with its configuration to ``folder/constrained-summary-<profile>.json`` (atomically).
@@ -386,21 +392,25 @@ def json_table(table: pd.DataFrame) -> dict:
                      for c, v in row.items()} for r, row in table.iterrows()}
 
 
-def load_summaries(runs: "str | Path", profiles: Sequence[str] | None = None) -> pd.DataFrame:
-    """Every ``<runs>/<grid>/constrained-summary-<profile>.json`` as one table indexed by (grid, profile, samples).
+def load_summaries(*folders: "str | Path", profiles: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every ``<folder>/<grid>/constrained-summary-<profile>.json`` as one table indexed by (grid, profile, samples).
 
-    ``profiles`` keeps only those profiles (default: all found).
+    ``folders`` are searched in order and the first summary found for a (grid, profile) wins, so a fresh run in
+    ``runs/`` shadows the published one in ``book/results/``. ``profiles`` keeps only those profiles (default: all).
     """
     import json
 
-    frames = []
-    paths = [path for profile in (profiles or PROFILES)
-             for path in sorted(Path(runs).glob(f"*/{SUMMARY_NAME.format(profile=check_profile(profile))}"))]
-    for path in paths:
-        obj = json.loads(path.read_text())
-        df = pd.DataFrame.from_dict(obj["table"], orient="index").astype(float)
-        df.index.name = "samples"
-        frames.append(df.assign(grid=obj["grid"], profile=obj["profile"]).reset_index())
+    frames, seen = [], set()
+    for folder in folders:
+        for profile in profiles or PROFILES:
+            for path in sorted(Path(folder).glob(f"*/{SUMMARY_NAME.format(profile=check_profile(profile))}")):
+                obj = json.loads(path.read_text())
+                if (obj["grid"], obj["profile"]) in seen:
+                    continue
+                seen.add((obj["grid"], obj["profile"]))
+                df = pd.DataFrame.from_dict(obj["table"], orient="index").astype(float)
+                df.index.name = "samples"
+                frames.append(df.assign(grid=obj["grid"], profile=obj["profile"]).reset_index())
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames).set_index(["grid", "profile", "samples"])

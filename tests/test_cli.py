@@ -12,7 +12,7 @@ import pytest
 from pfbook.prepare import dataset, prepare, recipes
 
 
-def pfbook(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def pfbook(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the `pfbook` console script next to this interpreter (python -m pfbook if not installed)."""
     script = Path(sys.executable).with_name("pfbook")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "pfbook"]

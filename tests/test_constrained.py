@@ -118,3 +118,17 @@ def test_summaries_round_trip(tmp_path, records):
     back = load_summaries(tmp_path)
     assert back.index.tolist() == [("case5", "ci", "a")]
     assert np.isclose(back.iloc[0]["W1/σ"], table.loc["a", "W1/σ"])
+
+
+def test_a_fresh_run_shadows_the_published_summary(tmp_path, records):
+    g = load_grid("case5")
+    x = records["case5"]
+    cfg = ConstrainedConfig.for_profile("ci")
+    save_summary(tmp_path / "runs" / "case5", evaluate(g, {"a": x[:50]}, x[50:]), cfg, "ci")
+    save_summary(tmp_path / "published" / "case5", evaluate(g, {"a": x[:20]}, x[50:]), cfg, "ci")
+    save_summary(tmp_path / "published" / "case14", evaluate(g, {"a": x[:20]}, x[50:]),
+                 ConstrainedConfig.for_profile("ci", grid="case14"), "ci")
+    both = load_summaries(tmp_path / "runs", tmp_path / "published")
+    assert both.index.tolist() == [("case5", "ci", "a"), ("case14", "ci", "a")]
+    fresh = evaluate(g, {"a": x[:50]}, x[50:]).loc["a", "W1/σ"]
+    assert np.isclose(both.loc[("case5", "ci", "a"), "W1/σ"], fresh)

@@ -94,6 +94,17 @@ def test_rerun_of_a_fixed_chapter_replaces_its_failed_notebook(book: Path, tmp_p
     assert json.loads((out / "summary.json").read_text())["n_failed"] == 0
 
 
+def test_one_command_runs_a_batch_of_grids(book: Path, tmp_path: Path):
+    out = tmp_path / "batch"
+    result = pfbook("rerun", "--grid", "case14", "case30", "--chapters", "good", "--book", str(book),
+                    "--out", str(out), "--profile", "ci", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for grid in ("case14", "case30"):
+        summary = json.loads((out / grid / "summary.json").read_text())
+        assert summary["parameters"]["grid"] == grid and summary["n_ok"] == 1
+    assert "2 grids: 2 of 2 chapter runs succeeded" in result.stdout
+
+
 def test_unknown_chapter_is_a_clear_error(book: Path, tmp_path: Path):
     result = pfbook("rerun", "--grid", "case39", "--chapters", "good", "nope", "--book", str(book),
                     "--out", str(tmp_path / "r"), cwd=tmp_path)
