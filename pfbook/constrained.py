@@ -61,6 +61,7 @@ class ConstrainedConfig:
     beta_end: float = 0.02
     width: int = 256                             # MLP width (paper: 500)
     depth: int = 4                               # hidden layers (paper: 6)
+    prediction: str = "epsilon_skip"             # ε̂ = sqrt(1-ᾱ_t) x_t + MLP (see the notes); "epsilon": the plain MLP
     epochs: int = 600                            # paper: 15000
     batches_per_epoch: int = 10                  # 5000 records / batch 500
     batch_size: int = 500
@@ -117,7 +118,7 @@ def train_model(cfg: ConstrainedConfig, data, progress: bool = False) -> tuple[D
     """The appendix MLP trained on ``data.train`` (Algorithm 1) with a standard normaliser; returns (model, trainer)."""
     normaliser = Normaliser.standard(data.train)
     torch.manual_seed(cfg.seed)
-    net = MLPDenoiser(len(data.columns), width=cfg.width, depth=cfg.depth)
+    net = MLPDenoiser(len(data.columns), width=cfg.width, depth=cfg.depth, prediction=cfg.prediction)
     trainer = Trainer(net, cfg.schedule(), data.train, cfg.train_config(), normaliser=normaliser, layout=data.layout)
     trainer.train(progress=progress)
     return trainer.result(), trainer

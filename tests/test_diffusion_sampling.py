@@ -348,3 +348,21 @@ def test_clamp_and_ramp():
     assert r(0, 100) == 10.0 and r(99, 100) == pytest.approx(0.1) and r(50, 100) == pytest.approx(5.0)
     with pytest.raises(ValueError):
         GradientGuidance(lambda x: x.sum(-1), scale=-1.0)
+
+
+def test_epsilon_skip_with_a_zero_correction_samples_a_standard_normal():
+    """ε̂ = sqrt(1 - ᾱ_t) x_t + r: with r = 0 the network is the exact denoiser of N(0, I), so DDPM draws N(0, I)."""
+    from pfbook.diffusion import MLPDenoiser, Schedule
+
+    net = MLPDenoiser(3, width=16, depth=1, prediction="epsilon_skip")
+    torch.nn.init.zeros_(net.out.weight)
+    torch.nn.init.zeros_(net.out.bias)
+    schedule = Schedule.linear(200)
+    x = DDPMSampler(schedule).sample(net, (20000, 3), generator=torch.Generator().manual_seed(0))
+    assert x.mean(0).abs().max() < 0.03
+    assert (x.std(0) - 1).abs().max() < 0.03
+    plain = MLPDenoiser(3, width=16, depth=1)                     # the same zero output, read as ε̂ = 0
+    torch.nn.init.zeros_(plain.out.weight)
+    torch.nn.init.zeros_(plain.out.bias)
+    y = DDPMSampler(schedule).sample(plain, (20000, 3), generator=torch.Generator().manual_seed(0))
+    assert (y.std(0) - 1).abs().min() > 0.2                       # not a standard normal: the skip made the difference

@@ -43,8 +43,11 @@ def predict(model: Callable, x: torch.Tensor, t: "int | torch.Tensor", cond: tor
     """(ε̂, x̂_0) from one model call, whichever of the two the model predicts (``model.prediction``)."""
     tt = t if isinstance(t, torch.Tensor) else torch.tensor(t, device=x.device)
     out = model(x, tt, cond)
-    if getattr(model, "prediction", "epsilon") == "x0":
+    kind = getattr(model, "prediction", "epsilon")
+    if kind == "x0":
         return schedule.predict_eps(x, t, out), out
+    if kind == "epsilon_skip":
+        out = out + schedule.gaussian_eps(x, t)
     return out, schedule.predict_x0(x, t, out)
 
 

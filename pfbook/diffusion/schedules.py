@@ -174,6 +174,10 @@ class Schedule:
         ab = self.at("alpha_bar", t, x_t)
         return (x_t - _sqrt(1 - ab) * eps) / _sqrt(ab)
 
+    def gaussian_eps(self, x_t: torch.Tensor, t: "int | torch.Tensor") -> torch.Tensor:
+        """sqrt(1 - ᾱ_t) x_t: E[ε | x_t] when x_0 is standard normal, the base of the ``epsilon_skip`` output."""
+        return _sqrt(1 - self.at("alpha_bar", t, x_t)) * x_t
+
     def predict_eps(self, x_t: torch.Tensor, t: "int | torch.Tensor", x0: torch.Tensor) -> torch.Tensor:
         """The noise consistent with (x_t, x̂_0): ε̂ = (x_t - sqrt(ᾱ_t) x̂_0) / sqrt(1 - ᾱ_t)."""
         ab = self.at("alpha_bar", t, x_t)

@@ -402,6 +402,8 @@ class Trainer:
             loss = torch.mean((out - x0) ** 2)
             eps_hat, x0_hat = None, out
         else:
+            if self.model.prediction == "epsilon_skip":
+                out = out + self.schedule.gaussian_eps(x_t, t)
             loss = torch.mean((out - noise) ** 2)
             eps_hat, x0_hat = out, None
         parts = {"eps" if x0_hat is None else "x0": loss.detach()}
