@@ -155,3 +155,18 @@ def _pmu_ieee39(profile: str, data_dir: Path, progress: bool):
 
     n_events, t_end = PMU_EVENTS[profile]
     return pmu_dataset("ieee39", n_events, t_end=t_end, seed=0, out_dir=data_dir, progress=progress)
+
+
+@dataset("scada-tsdm", "SCADA measurements of case57 and case118 for 'TSDM recovery' (case30: scada-case30)",
+         profiles=("paper",))
+def _scada_tsdm(profile: str, data_dir: Path, progress: bool):
+    from pfbook.tsdm import scada_data     # imported here: keeps the command line fast
+
+    return [scada_data(g, profile, data_dir, progress) for g in ("case57", "case118")]
+
+
+@dataset("pmu-npcc", "ANDES PMU records of NPCC 140-bus events, for 'TSDM recovery'", profiles=("paper",))
+def _pmu_npcc(profile: str, data_dir: Path, progress: bool):
+    from pfbook.tsdm import pmu_data     # imported here: keeps the command line fast
+
+    return pmu_data("npcc", profile, data_dir, progress)

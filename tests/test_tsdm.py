@@ -1,0 +1,182 @@
+"""TSDM (seed 002): windows, the eq. 36 metric, the trained prior's two stages, recover(), checkpoints, baselines."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from pfbook import tsdm
+from pfbook.corruptions import corrupt_batch
+from pfbook.tsdm_baselines import EncoderWGAN, LSTMPredictor, RobustPCA, VAERecovery, rpca_admm
+
+
+@pytest.fixture(scope="module")
+def windows():
+    """Real SCADA windows of case30 (the ci days): 3 buses around the reference bus, 24-step windows."""
+    cfg = replace(tsdm.TSDMConfig.for_profile("ci", "case30"), region=3, window=24, stride=6)
+    return cfg, tsdm.load_windows(cfg)
+
+
+@pytest.fixture(scope="module")
+def model(windows, tmp_path_factory):
+    """A small prior trained on the clean windows, saved to a checkpoint."""
+    cfg, w = windows
+    cfg = replace(cfg, base=16, steps=250, batch_size=16, lr=2e-3, ov_samples=16)
+    path = tmp_path_factory.mktemp("models") / "tsdm.pt"
+    m, trainer = tsdm.train_prior(cfg, w, checkpoint=path)
+    return m, path, trainer
+
+
+def test_windows_are_split_in_time_and_drop_constant_channels(windows):
+    cfg, w = windows
+    M, T = w.shape
+    assert T == cfg.window and M == len(w.channels) == len(w.channel_index)
+    assert w.train.shape[1:] == w.test.shape[1:] == w.calibration.shape[1:]
+    assert (w.train.std(axis=(0, 2)) > 0).all()
+    steps_per_day = 96
+    n_days = w.dataset.arrays["y0"].shape[0]
+    # the test windows lie in the last day(s), after every training and calibration window
+    assert w.test_steps.min() >= (n_days - 1) * steps_per_day
+    full = np.asarray(w.dataset.arrays["y0"], dtype=np.float64)
+    day, off = divmod(int(w.test_steps[0]), steps_per_day)
+    np.testing.assert_allclose(w.test[0], full[day][w.channel_index, off:off + T])
+
+
+def test_weighted_rmse_is_percent_of_channel_magnitude():
+    rng = np.random.default_rng(0)
+    truth = 1.0 + 0.1 * rng.standard_normal((3, 4, 50))
+    w = tsdm.channel_weights(truth)
+    est = truth * 1.01                                 # 1 % error on every entry
+    assert tsdm.weighted_rmse(truth, est, w) == pytest.approx(1.0, rel=0.02)
+    assert tsdm.weighted_rmse(truth, truth, w) == 0.0
+    with pytest.raises(ValueError, match="NaN"):
+        tsdm.weighted_rmse(truth, np.where(truth > 1.1, np.nan, truth), w)
+    with pytest.raises(ValueError, match="shape"):
+        tsdm.weighted_rmse(truth, truth[:, :3], w)
+
+
+def test_optimal_variance_and_sigma_are_stored_with_the_model(model):
+    m, path, _ = model
+    ov = m.dm.optimal_variance
+    assert ov is not None and torch.isfinite(ov.value).all()
+    assert (ov.value >= 0).all() and (ov.value <= ov.upper + 1e-12).all()
+    loaded = tsdm.TSDM.load(path)
+    torch.testing.assert_close(loaded.dm.optimal_variance.value, ov.value)
+    np.testing.assert_allclose(loaded.residual_sigma, m.residual_sigma)
+    assert loaded.channels == m.channels
+    ckpt = torch.load(path, weights_only=True)         # plain tensors and containers only
+    assert "tsdm" in ckpt["extra"]
+
+
+def test_prior_trained(model):
+    _, _, trainer = model
+    losses = trainer.losses.numpy()
+    assert losses[-50:].mean() < 0.5 * losses[:20].mean()
+
+
+def test_recovery_of_a_step_attack_beats_the_corrupted_windows(windows, model):
+    cfg, w = windows
+    m, _, _ = model
+    weights = tsdm.channel_weights(w.train)
+    truth = w.test
+    # gross false data: 25 % of the entries offset by 3-5 times each channel's scale
+    y, mask, _ = corrupt_batch(truth, "step", 0.25, seed=1, magnitude=(3.0, 5.0))
+    r = m.recover(y, seed=0)
+    err_corrupted = tsdm.weighted_rmse(truth, y, weights)
+    kept = np.where(r.flagged, r.x, y)
+    assert tsdm.weighted_rmse(truth, kept, weights) < 0.5 * err_corrupted
+    assert tsdm.weighted_rmse(truth, r.x, weights) < err_corrupted
+    # the detections are mostly the attacked entries
+    assert (r.outliers & mask).sum() > 0.5 * r.outliers.sum()
+
+
+def test_recover_fills_lost_entries_and_keeps_the_others(windows, model):
+    cfg, w = windows
+    m, path, _ = model
+    truth = w.test
+    y, mask, _ = corrupt_batch(truth, "rm", 0.3, seed=2)
+    x, flagged = tsdm.recover(path, y, mask)         # from the checkpoint, as a user would
+    assert np.isfinite(x).all() and x.shape == y.shape
+    assert flagged[mask].all()
+    np.testing.assert_array_equal(x[~flagged], y[~flagged])
+    one = m.recover(y[0], mask[0])                    # a single (M, T) window
+    assert one.x.shape == y[0].shape
+
+
+def test_masked_imputation_uses_the_known_entries_and_resampling_helps(windows, model):
+    _, w = windows
+    m, _, _ = model
+    weights = tsdm.channel_weights(w.train)
+    truth = w.test
+    y, mask, _ = corrupt_batch(truth, "rm", 0.3, seed=2)
+    free = m.dm.sample(len(y), m.sampler("tsdm"), guidance=m.clamp(), generator=torch.Generator().manual_seed(0))
+    free = np.where(mask, free.double().numpy().reshape(y.shape), y)    # the prior alone, ignoring y_0
+    err = {R: tsdm.weighted_rmse(truth, m.recover(y, mask, R=R, seed=0).x, weights) for R in (1, 2, 6)}
+    assert err[2] < 0.7 * tsdm.weighted_rmse(truth, free, weights)     # the paper's R = 2
+    assert err[6] < err[1]
+
+
+def test_guidance_scale_pulls_stage_one_toward_the_measurements(windows, model):
+    _, w = windows
+    m, _, _ = model
+    y = w.test
+    far = m.recover(y, omega=0.0, two_stage=False, seed=3).stage1
+    near = m.recover(y, omega=2.0, two_stage=False, seed=3).stage1
+    assert np.abs(near - y).mean() < np.abs(far - y).mean()
+
+
+def test_bad_input_is_refused_with_the_expected_shape(model):
+    m, _, _ = model
+    with pytest.raises(ValueError, match=r"\(M, T\)"):
+        m.recover(np.zeros((m.M + 1, m.T)))
+    with pytest.raises(ValueError, match="no observed entry"):
+        m.recover(np.full((m.M, m.T), np.nan))
+    with pytest.raises(ValueError, match="mask"):
+        m.recover(np.zeros((m.M, m.T)), mask=np.zeros((m.M, m.T + 1), bool))
+    with pytest.raises(ValueError, match="sampler"):
+        m.recover(np.zeros((m.M, m.T)), sampler="euler")
+
+
+def test_samplers_of_table_four(windows, model):
+    _, w = windows
+    m, _, _ = model
+    assert m.sampler("ddpm").n_steps == m.cfg.N
+    assert m.sampler("tsdm", 10).n_steps == 10 and m.sampler("tsdm").optimal_variance is not None
+    assert m.sampler("ddim", 10).optimal_variance is None
+
+
+def test_rpca_separates_low_rank_and_sparse_parts():
+    rng = np.random.default_rng(0)
+    L0 = rng.standard_normal((2, 60, 2)) @ rng.standard_normal((2, 2, 100))
+    S0 = np.zeros_like(L0)
+    idx = rng.random(L0.shape) < 0.05
+    S0[idx] = 5 * rng.choice([-1, 1], idx.sum())
+    observed = rng.random(L0.shape) > 0.1
+    L, S = rpca_admm(torch.as_tensor(L0 + S0), torch.as_tensor(observed))
+    err = np.abs(L.numpy() - L0).max()
+    assert err < 1e-3, err                              # the lost 10 % are completed as well
+
+
+@pytest.mark.parametrize("cls", [LSTMPredictor, VAERecovery, EncoderWGAN, RobustPCA])
+def test_baselines_fill_lost_entries(windows, cls):
+    _, w = windows
+    kw = {} if cls is RobustPCA else {"steps": 30}
+    b = cls(**kw).fit(w.train)
+    y = w.test.copy()
+    mask = np.zeros(y.shape, bool)
+    mask[:, 0, 5:15] = True
+    y[mask] = np.nan
+    x = b(y, mask)
+    assert x.shape == y.shape and np.isfinite(x).all()
+    if cls in (VAERecovery, EncoderWGAN):               # reconstruction networks told what is lost keep the rest
+        np.testing.assert_allclose(x[~mask], y[~mask], rtol=1e-10)
+    with pytest.raises(ValueError, match="shape"):
+        b(y[:, :-1], None)
+
+
+def test_state_estimation_from_uncorrupted_windows_matches_the_power_flow(windows):
+    _, w = windows
+    se = tsdm.state_estimation(w, {"uncorrupted": w.test[0]}, window=0, steps=[5])
+    row = se.loc["uncorrupted"]
+    assert row["converged"] == 1.0
+    assert row["RMSE |V| (p.u.)"] < 2e-3 and row["RMSE θ (deg)"] < 0.1
