@@ -157,6 +157,15 @@ def _pmu_ieee39(profile: str, data_dir: Path, progress: bool):
     return pmu_dataset("ieee39", n_events, t_end=t_end, seed=0, out_dir=data_dir, progress=progress)
 
 
+@dataset("opf-physics-informed", "AC-OPF records of case14 (loads U(0.8, 1.2), costs U(0.5, 1.5)) for 'Physics-informed DDPM'")
+def _opf_physics_informed(profile: str, data_dir: Path, progress: bool):
+    from pfbook.datasets import ac_opf_dataset     # imported here: keeps the command line fast
+    from pfbook.physics_informed import PhysicsInformedConfig
+
+    cfg = PhysicsInformedConfig.for_profile(profile, grid="case14")
+    return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, cost_range=cfg.cost_range,
+                          seed=cfg.seed, out_dir=data_dir, progress=progress)
+
 @dataset("scada-tsdm", "SCADA measurements of case57 and case118 for 'TSDM recovery' (case30: scada-case30)",
          profiles=("paper",))
 def _scada_tsdm(profile: str, data_dir: Path, progress: bool):
