@@ -38,7 +38,7 @@ from .physics import bus_power, grid_tensors, nodal_mismatch
 from .records import FEATURES, imbalance_residual, load_data, mismatch, mismatch_constraint, split_features
 
 __all__ = ["ConstrainedConfig", "lambda_schedule", "guidance", "make_guidance", "sweep", "train_model", "sampler", "draw",
-           "curvature", "newton_projection", "within_limits", "feature_w1", "bus_mismatch", "evaluate", "save_summary",
+           "curvature", "newton_projection", "within_limits", "feature_w1", "w1_standard_error", "bus_mismatch", "evaluate", "save_summary",
            "load_summaries", "published_results", "load_data", "plot_joint", "plot_violation_per_bus", "FEATURES"]
 
 
@@ -319,6 +319,17 @@ def feature_w1(samples: Mapping[str, np.ndarray], reference: np.ndarray,
     rows = {name: [wasserstein_distance(x[:, j], reference[:, j]) / std[j] if keep[j] else np.nan
                    for j in range(reference.shape[1])] for name, x in samples.items()}
     return pd.DataFrame(rows, index=list(columns) if columns is not None else None)
+
+
+def w1_standard_error(x: np.ndarray, reference: np.ndarray, n_boot: int = 20, seed: int = 0) -> float:
+    """Bootstrap standard error of the mean W1/σ of samples ``x`` against ``reference``: the scale below which two
+    sample sets' distances to the data cannot be told apart (both ``x`` and ``reference`` are resampled)."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        xb, rb = x[rng.integers(0, len(x), len(x))], reference[rng.integers(0, len(reference), len(reference))]
+        values.append(np.nanmean(feature_w1({"x": xb}, rb)["x"]))
+    return float(np.std(values, ddof=1))
 
 
 def bus_mismatch(grid: Grid, samples: Mapping[str, np.ndarray]) -> pd.DataFrame:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pfbook.constrained import (ConstrainedConfig, bus_mismatch, curvature, draw, evaluate, feature_w1, guidance,
-                                load_summaries, newton_projection, sampler, save_summary, train_model, within_limits)
+                                load_summaries, newton_projection, sampler, save_summary, train_model, w1_standard_error,
+                                within_limits)
 from pfbook.datasets import ac_opf_dataset
 from pfbook.diffusion import Normaliser
 from pfbook.grids import load_grid
@@ -132,3 +133,9 @@ def test_a_fresh_run_shadows_the_published_summary(tmp_path, records):
     assert both.index.tolist() == [("case5", "ci", "a"), ("case14", "ci", "a")]
     fresh = evaluate(g, {"a": x[:50]}, x[50:]).loc["a", "W1/σ"]
     assert np.isclose(both.loc[("case5", "ci", "a"), "W1/σ"], fresh)
+
+
+def test_w1_standard_error_shrinks_with_more_samples(records):
+    x = records["case5"]                                          # 200 records: 100 samples, 100 as the reference
+    few, many = (w1_standard_error(x[:n], x[100:], n_boot=30) for n in (10, 100))
+    assert 0 < many < few
