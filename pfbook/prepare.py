@@ -157,6 +157,15 @@ def _pmu_ieee39(profile: str, data_dir: Path, progress: bool):
     return pmu_dataset("ieee39", n_events, t_end=t_end, seed=0, out_dir=data_dir, progress=progress)
 
 
+@dataset("opf-diffopf", "AC-OPF records (p_d, q_d, p_g, q_g) with sampled loads and linear costs, and held-out test "
+                        "loads, for 'DiffOPF'")
+def _opf_diffopf(profile: str, data_dir: Path, progress: bool):
+    from pfbook.diffopf import PROFILE_GRIDS, DiffOPFConfig, load_records     # imported here: keeps the CLI fast
+
+    return [ds for g in PROFILE_GRIDS[profile]
+            for ds in load_records(DiffOPFConfig.for_profile(profile, grid=g), progress=progress,
+                                   out_dir=data_dir).datasets]
+
 @dataset("opf-physics-informed", "AC-OPF records of case14 (loads U(0.8, 1.2), costs U(0.5, 1.5)) for 'Physics-informed DDPM'")
 def _opf_physics_informed(profile: str, data_dir: Path, progress: bool):
     from pfbook.datasets import ac_opf_dataset     # imported here: keeps the command line fast

@@ -1,0 +1,143 @@
+"""DiffOPF (seed 004): grids, conditioning, DeepOPF, the metrics of eq. (21) and Tables I and II."""
+import math
+import os
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pfbook import diffopf as do
+from pfbook.diffusion import GuidanceState, Normaliser, Schedule
+from pfbook.grids import load_grid
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A tiny case5 run: 80 records, 3 test loads, a briefly trained prior and DeepOPF."""
+    old = os.environ.get("PFBOOK_DATA")
+    os.environ["PFBOOK_DATA"] = str(tmp_path_factory.mktemp("data"))
+    try:
+        cfg = replace(do.DiffOPFConfig.for_profile("ci", "case5"), n_samples=80, n_test=3, steps=150, width=64,
+                      depth=2, deepopf_steps=300, n_draw=12, sampler="DDIM 10", loads_per_batch=2)
+        data = do.load_records(cfg)
+        prior = do.train_prior(cfg, data)
+        deep, losses = do.train_deepopf(cfg, data)
+        yield SimpleNamespace(cfg=cfg, data=data, prior=prior, deep=deep, losses=losses)
+    finally:
+        if old is None:
+            os.environ.pop("PFBOOK_DATA", None)
+        else:
+            os.environ["PFBOOK_DATA"] = old
+
+
+def test_profiles_and_bad_names():
+    for p in ("ci", "default", "paper"):
+        cfg = do.DiffOPFConfig.for_profile(p, "case5")
+        assert cfg.n_draw > 0 and cfg.cost_range == (0.6, 1.4) and cfg.load_range == (0.8, 1.0)
+    assert do.DiffOPFConfig.for_profile("paper", "case5").sampler == "DDPM"
+    assert do.DiffOPFConfig.for_profile("default", "case118").n_test < do.DiffOPFConfig.for_profile("paper", "case118").n_test
+    with pytest.raises(ValueError, match="profile"):
+        do.DiffOPFConfig.for_profile("fast")
+    with pytest.raises(ValueError, match="sampler"):
+        do.DiffOPFConfig().make_sampler("Euler 10")
+
+
+def test_api_grid_raises_every_load_to_the_edge_of_feasibility():
+    from pfbook.opf import ACOPF
+
+    base, api = load_grid("case5"), do.diffopf_grid("case5_api")
+    f = do.api_load_factor("case5")
+    assert f > 1 and api.meta["api_load_factor"] == f
+    assert np.allclose(api.pd, base.pd * f) and np.allclose(api.qd, base.qd * f)
+    solver = ACOPF(base)
+    assert solver.solve(pd=base.pd * f, qd=base.qd * f).success
+    assert not solver.solve(pd=base.pd * (f + 0.05), qd=base.qd * (f + 0.05)).success
+
+
+def _state(d, B=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sch = Schedule.linear(100)
+    x_t, eps = torch.randn(B, d, generator=g), torch.randn(B, d, generator=g)
+    return GuidanceState(x_t=x_t, t=50, t_prev=49, eps=eps, x0=sch.predict_x0(x_t, 50, eps), schedule=sch)
+
+
+@pytest.mark.parametrize("kind", ["observation", "replacement"])
+def test_guidance_moves_the_loads_of_x0_onto_y(kind):
+    rng = np.random.default_rng(0)
+    n_load, d = 3, 16
+    train = rng.normal(size=(50, d)) * rng.uniform(0.1, 3, d) + rng.normal(size=d)
+    fake = SimpleNamespace(train=train, n_load=n_load)
+    dm = SimpleNamespace(normaliser=Normaliser.standard(train))
+    y = train[:6, :2 * n_load]
+    st = _state(d)
+    out = do.conditional_guidance(dm, fake, y, kind)(st)
+    z_y = dm.normaliser(torch.as_tensor(np.pad(y, ((0, 0), (0, d - 2 * n_load)))))[:, :2 * n_load].float()
+    assert torch.allclose(out.x0[:, :2 * n_load], z_y, atol=1e-5)
+    assert torch.equal(out.x0[:, 2 * n_load:], st.x0[:, 2 * n_load:])       # the dispatch is left to the prior
+    if kind == "observation":                                               # half a step: halfway toward y
+        half = do.conditional_guidance(dm, fake, y, kind, scale=0.5)(st)
+        before = (st.x0[:, :2 * n_load] - z_y).norm()
+        assert torch.isclose((half.x0[:, :2 * n_load] - z_y).norm(), 0.5 * before, rtol=1e-4)
+    with pytest.raises(ValueError, match="guidance"):
+        do.conditional_guidance(dm, fake, y, "dps")
+
+
+def test_samples_carry_the_given_loads_and_deepopf_learns(small):
+    loads = small.data.test_loads()
+    pg, qg, sec = do.sample_dispatch(small.cfg, small.prior, small.data, loads)
+    assert pg.shape == (len(loads), small.cfg.n_draw, small.data.n_gen) == qg.shape and sec > 0
+    assert np.isfinite(pg).all() and np.isfinite(qg).all()
+    assert pg.std(1).max() > 1e-3                     # a distribution per load, not one point
+    # the final x_0 is the guided x̂_0, whose load entries were projected onto y (float32 model space)
+    x = small.prior.sample(4, small.cfg.make_sampler(), guidance=do.conditional_guidance(
+        small.prior, small.data, np.repeat(loads[:1], 4, 0))).double().numpy()
+    assert np.abs(x[:, small.data.load_cols] - loads[:1]).max() < 1e-4
+    assert small.losses[-50:].mean() < 1.0            # better than predicting the mean of standardised outputs
+    assert small.deep.predict(loads).shape == (len(loads), 2 * small.data.n_gen)
+
+
+def test_opf_dispatch_scores_zero_on_every_metric(small):
+    t = small.data.test
+    ev = do.evaluate_warm_starts(small.data.grid, t, t["pg"][:, None], t["qg"][:, None])
+    assert ev["converged"].all()
+    assert np.nanmax(ev["gap_pct"]) < 1e-5 and np.nanmax(ev["setpoint"]) < 1e-10
+    assert np.nanmax(ev["vviol"]) < 1e-6               # the OPF respects the voltage limits
+    assert np.allclose(ev["cost"][:, 0], t["cost"], rtol=1e-7)
+
+
+def test_perturbed_warm_starts_cost_something(small):
+    t = small.data.test
+    rng = np.random.default_rng(1)
+    pg = t["pg"][:, None] * (1 + 0.1 * rng.standard_normal((len(t["pg"]), 5, small.data.n_gen)))
+    qg = np.repeat(t["qg"][:, None], 5, 1)
+    ev = do.evaluate_warm_starts(small.data.grid, t, pg, qg)
+    assert np.nanmin(ev["setpoint"]) > 0 and np.nanmax(ev["gap_usd"]) > 0
+    tab = do.table_one({"A": ev}, "PJM")
+    assert tab.loc[("PJM", "A"), ("Optimality gap [%]", "CVaR10%")] >= tab.loc[("PJM", "A"), ("Optimality gap [%]", "Mean")]
+
+
+def test_table_two_follows_eq_19():
+    gap = np.full((4, 10), 10.0)
+    gap[:, :3] = 0.1                                   # 3 of 10 samples close for every load, the first three
+    ev = {"gap_pct": gap, "converged": np.ones_like(gap, dtype=bool)}
+    t2 = do.table_two(ev, eps=(1,), deltas=(0.9, 0.99), grid_label="x")
+    assert t2.loc[("x", 1), ("", "p_ε")] == pytest.approx(0.3)
+    assert t2.loc[("x", 1), ("δ=0.9", "M")] == math.ceil(math.log(0.1) / math.log(0.7))
+    assert t2.loc[("x", 1), ("δ=0.9", "N_ε")] == 1
+    none = do.table_two({"gap_pct": np.full((2, 5), 9.0), "converged": np.ones((2, 5), bool)}, eps=(1,), grid_label="y")
+    assert none.loc[("y", 1), ("δ=0.9", "N_ε")] == ">5"
+
+
+def test_cvar_is_the_mean_of_the_worst_tenth():
+    assert do._cvar(np.arange(10.0)) == 9.0
+    assert do._cvar(np.arange(20.0)) == 18.5
+    assert math.isnan(do._cvar(np.array([np.nan])))
+
+
+def test_paper_tables_are_the_published_values():
+    t1 = do.paper_table_one(["case5", "case118"])
+    assert t1.loc[("IEEE 118-Bus", "DeepOPF"), ("Optimality gap [%]", "Mean")] == 10.9
+    assert t1.loc[("PJM", "DiffOPF"), ("Optimality gap [%]", "Mean")] == 0.1
+    assert do.paper_table_two().loc[("PJM 5-Bus", 0.5), ("δ=0.9", "M")] == 32

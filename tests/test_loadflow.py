@@ -1,0 +1,115 @@
+"""The batched load-flow problem (20) of DiffOPF: derivatives, solutions, agreement with Ipopt, failure reports."""
+import numpy as np
+import pytest
+import torch
+
+from pfbook.grids import load_grid
+from pfbook.loadflow import LoadFlowProblem, d2sbus_dv2, dsbus_dv, reference_solve
+from pfbook.opf import ACOPF
+from pfbook.physics import bus_power
+
+
+def _opf_points(name, n, seed=0):
+    """n AC-OPF solutions at random loads: (pg, qg, pd, qd) per row, all per unit."""
+    g = load_grid(name)
+    solver = ACOPF(g)
+    nominal = solver.solve()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        f = rng.uniform(0.8, 1.0, g.n_load)
+        pd, qd = g.pd.copy(), g.qd.copy()
+        pd[g.load_bus] *= f
+        qd[g.load_bus] *= f
+        r = solver.solve(pd=pd, qd=qd, warm_start=nominal)
+        assert r.success
+        rows.append((r.pg, r.qg, pd[g.load_bus], qd[g.load_bus]))
+    return [np.array(a) for a in zip(*rows)]
+
+
+@pytest.fixture(scope="module")
+def case5_points():
+    return _opf_points("case5", 6)
+
+
+def test_derivatives_match_autograd():
+    lf = LoadFlowProblem("case14")
+    n = lf.n
+    gen = torch.Generator().manual_seed(0)
+    th = 0.1 * torch.randn(2, n, generator=gen, dtype=torch.float64)
+    vm = 1 + 0.05 * torch.randn(2, n, generator=gen, dtype=torch.float64)
+    V = torch.polar(vm, th)
+    S, dVa, dVm = dsbus_dv(lf.Y, V)
+    pc, qc = bus_power(lf.grid, vm, th)               # the branch-wise physics of pfbook.physics
+    assert torch.allclose(S.real, pc, atol=1e-10) and torch.allclose(S.imag, qc, atol=1e-10)
+
+    def s_of(z):
+        V = torch.polar(z[n:], z[:n])
+        s = V * (lf.Y @ V).conj()
+        return torch.cat([s.real, s.imag])
+
+    z = torch.cat([th[0], vm[0]])
+    J = torch.autograd.functional.jacobian(s_of, z)
+    Jm = torch.cat([dVa[0], dVm[0]], 1)
+    assert torch.allclose(J, torch.cat([Jm.real, Jm.imag]), atol=1e-9)
+    lam = torch.randn(2 * n, generator=gen, dtype=torch.float64)
+    H = torch.autograd.functional.hessian(lambda z: (lam * s_of(z)).sum(), z)
+    Hm = d2sbus_dv2(lf.Y, V[:1], torch.complex(lam[None, :n], -lam[None, n:])).real[0]
+    assert torch.allclose(H, Hm, atol=1e-8 * H.abs().max())
+
+
+def test_feasible_warm_start_is_its_own_projection(case5_points):
+    pg, qg, pd, qd = case5_points
+    r = LoadFlowProblem("case5").solve(pg, qg, pd, qd)
+    assert r.converged.all()
+    assert r.distance.max() < 1e-12
+    assert np.abs(r.pg - pg).max() < 1e-7 and np.abs(r.qg - qg).max() < 1e-7
+    assert r.balance.max() < 1e-8
+
+
+@pytest.mark.parametrize("name", ["case5", "case14"])
+def test_agrees_with_ipopt_reference(name):
+    pg, qg, pd, qd = _opf_points(name, 3, seed=1)
+    rng = np.random.default_rng(2)
+    pgw = pg * (1 + 0.05 * rng.standard_normal(pg.shape))
+    qgw = qg + 0.05 * rng.standard_normal(qg.shape)
+    r = LoadFlowProblem(name).solve(pgw, qgw, pd, qd)
+    assert r.converged.all()
+    assert r.balance.max() < 1e-8
+    for k in range(len(pg)):
+        ref = reference_solve(name, pgw[k], qgw[k], pd[k], qd[k])
+        assert ref["status"] in (0, 1), ref["message"]
+        for key in ("pg", "qg", "v", "theta"):
+            assert np.abs(getattr(r, key)[k] - ref[key]).max() < 1e-6, key
+        assert abs(r.distance[k] - ref["distance"]) < 1e-6
+        assert r.distance[k] > 1e-6                    # a perturbed warm start is not feasible as it is
+
+
+def test_chunks_give_the_same_answer(case5_points):
+    pg, qg, pd, qd = case5_points
+    rng = np.random.default_rng(3)
+    pgw = pg * (1 + 0.05 * rng.standard_normal(pg.shape))
+    lf = LoadFlowProblem("case5")
+    a = lf.solve(pgw, qg, pd, qd)
+    b = lf.solve(pgw, qg, pd, qd, chunk=2)
+    assert np.allclose(a.pg, b.pg, atol=1e-10) and np.array_equal(a.converged, b.converged)
+
+
+def test_failures_are_reported_not_hidden(case5_points):
+    pg, qg, pd, qd = case5_points
+    r = LoadFlowProblem("case5").solve(pg * 1.3, qg, pd, qd, max_iter=0, lm_iters=0)
+    assert r.n_failed == len(pg) and not r.converged.any()
+    assert "failed" in repr(r)
+
+
+def test_bad_input_is_a_clear_error(case5_points):
+    pg, qg, pd, qd = case5_points
+    lf = LoadFlowProblem("case5")
+    with pytest.raises(ValueError, match="generators"):
+        lf.solve(pg[:, :3], qg[:, :3], pd, qd)
+    with pytest.raises(ValueError, match="loads"):
+        lf.solve(pg, qg, pd[:, :2], qd[:, :2])
+    bad = pg.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        lf.solve(bad, qg, pd, qd)
