@@ -21,6 +21,7 @@ Entries given as lost are always filled; entries measured are kept or replaced a
 """
 from __future__ import annotations
 
+import abc
 import math
 
 import numpy as np
@@ -30,7 +31,7 @@ from torch import nn
 __all__ = ["Baseline", "LSTMPredictor", "RobustPCA", "VAERecovery", "EncoderWGAN", "make_baselines", "rpca_admm"]
 
 
-class Baseline:
+class Baseline(abc.ABC):
     """Common part: per-channel standardisation and the ``method(y, mask)`` call."""
 
     name = "baseline"
@@ -69,11 +70,13 @@ class Baseline:
     def __call__(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         return self.recover(y, mask)
 
+    @abc.abstractmethod
     def fit(self, train: np.ndarray) -> "Baseline":
-        raise NotImplementedError
+        """Learn from clean training windows (n, M, T); returns self."""
 
+    @abc.abstractmethod
     def recover(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        raise NotImplementedError
+        """The repaired windows of ``y``; NaNs and ``mask`` mark entries known to be missing."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
