@@ -37,7 +37,7 @@ from .config import check_profile, data_dir
 from .diffusion import (ClampGuidance, Compose, DDIMSampler, DDPMSampler, DiffusionModel, Layout, MLPDenoiser, Normaliser,
                         ObservationGuidance, ReplacementGuidance, Schedule, TrainConfig, Trainer)
 from .grids import Grid, load_grid
-from .io import atomic_write_json
+from .io import atomic_write_json, json_safe
 from .loadflow import LoadFlowProblem
 
 __all__ = ["DiffOPFConfig", "diffopf_grid", "api_load_factor", "OPFRecords", "load_records", "train_prior",
@@ -617,16 +617,3 @@ def save_summary(folder: "str | Path", tables: Mapping[str, pd.DataFrame], cfg: 
            "tables": {k: plain(v) for k, v in tables.items()}, **(extra or {})}
     return atomic_write_json(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), obj)
 
-
-def json_safe(o):
-    if isinstance(o, dict):
-        return {str(k): json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [json_safe(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return None if not math.isfinite(float(o)) else float(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    return o

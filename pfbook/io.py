@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -55,6 +56,20 @@ def _jsonable(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot store {type(o).__name__} in JSON")
+
+
+def json_safe(o: Any) -> Any:
+    """``o`` with NumPy scalars made Python numbers, NaN and ±inf made ``None`` (JSON has no NaN) and keys made
+    strings, through nested dicts, lists and tuples: what a results table needs before :func:`atomic_write_json`."""
+    if isinstance(o, dict):
+        return {str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(float(o)) else None
+    if isinstance(o, (np.integer, np.bool_)):
+        return o.item()
+    return o
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:

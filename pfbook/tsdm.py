@@ -42,7 +42,7 @@ from .config import check_profile, data_dir
 from .corruptions import ATTACKS, LOSSES, corrupt_batch, paper_magnitudes
 from .diffusion import (ClampGuidance, Compose, ConvUNetDenoiser, DDIMSampler, DDPMSampler, DiffusionModel, Layout,
                         NoiseCorrectionGuidance, Normaliser, ReplacementGuidance, Sampler, Schedule, TrainConfig, Trainer)
-from .io import DatasetError, atomic_write_json
+from .io import DatasetError, atomic_write_json, json_safe
 
 __all__ = ["TSDMConfig", "Windows", "load_windows", "train_prior", "TSDM", "Recovery", "recover", "weighted_rmse",
            "channel_weights", "SCENARIOS", "corrupt_windows", "recovery_table", "speed_table", "omega_sweep",
@@ -768,17 +768,6 @@ def save_summary(folder: "str | Path", tables: Mapping[str, pd.DataFrame], cfg: 
     return atomic_write_json(Path(folder) / SUMMARY_NAME.format(system=cfg.system, profile=check_profile(profile)),
                              obj)
 
-
-def json_safe(o):
-    if isinstance(o, dict):
-        return {str(k): json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [json_safe(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return None if not math.isfinite(float(o)) else float(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    return o
 
 
 # ---------------------------------------------------------------------------------------- state estimation
