@@ -10,7 +10,7 @@ from pfbook.io import atomic_write_json, json_safe
 def test_json_safe_makes_a_table_strict_json(tmp_path):
     table = pd.DataFrame({"gap": [np.float32(0.5), np.nan], "n": np.array([3, 4], dtype=np.int64),
                           "ok": np.array([True, False])}, index=["a", "b"])
-    obj = json_safe(table.reset_index().astype(object).to_dict(orient="split")) | {"inf": (np.inf, -np.inf)}
+    obj = json_safe(table.reset_index().astype(object).to_dict(orient="split") | {"inf": (np.inf, -np.inf)})
     text = json.dumps(obj, allow_nan=False)                  # raises on NaN/inf or a NumPy type left behind
     back = json.loads(text)
     assert back["data"] == [["a", 0.5, 3, True], ["b", None, 4, False]]
