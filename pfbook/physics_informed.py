@@ -137,9 +137,7 @@ class PhysicsInformedConfig:
             raise ValueError(f"guidance_last is a share of the reverse steps in [0, 1], got {self.guidance_last}")
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                           lr_decay_every=self.lr_decay_every, lr_decay=self.lr_decay, ema_decay=self.ema_decay,
-                           seed=self.seed, device=self.device)
+        return TrainConfig.from_settings(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -174,3 +174,14 @@ def test_layout_must_match_the_data():
     with pytest.raises(ValueError, match="layout"):
         Trainer(MLPDenoiser(6, 8, 1), Schedule.linear(10), _data(), TrainConfig(device="cpu"),
                 layout=Layout(features=FEATURES[:4] + ("v_1", "v_2", "v_3"), shape=(7,)))
+
+
+def test_train_config_from_a_chapters_settings_takes_only_training_fields():
+    from types import SimpleNamespace
+
+    from pfbook.diffusion import TrainConfig
+
+    settings = SimpleNamespace(steps=7, batch_size=3, lr=0.5, ema_decay=0.9, seed=2, device="cpu", grid="case5")
+    cfg = TrainConfig.from_settings(settings)
+    assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.ema_decay, cfg.seed, cfg.device) == (7, 3, 0.5, 0.9, 2, "cpu")
+    assert cfg.lr_decay_every == TrainConfig().lr_decay_every      # absent fields keep their defaults

@@ -148,6 +148,11 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> "TrainConfig":
+        """The training fields of a chapter's settings object (its attributes named like this class's fields)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)})
+
 
 # ---------------------------------------------------------------------------------------- EMA
 class EMA:
