@@ -45,6 +45,12 @@ def book_root(start: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
+def published_results() -> Path:
+    """The book's published results, ``book/results/<grid>/``: chapter summaries of batch runs over grids."""
+    root = book_root()
+    return (root / "book" / "results") if root is not None else Path("results")
+
+
 def data_dir() -> Path:
     """Where datasets live: ``$PFBOOK_DATA``, else the book's ``data/`` folder, else ``./data``.
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import PROFILES, book_root, check_profile
+from .config import PROFILES, check_profile, published_results
 from .diffusion import (DDIMSampler, DDPMSampler, DiffusionModel, GradientGuidance, MLPDenoiser, Normaliser,
                         Sampler, Schedule, TrainConfig, Trainer, ramp)
 from .grids import Grid, load_grid
@@ -380,12 +380,6 @@ def evaluate(grid: Grid, samples: Mapping[str, np.ndarray], reference: np.ndarra
 
 # ---------------------------------------------------------------------------------------- results across grids
 SUMMARY_NAME = "constrained-summary-{profile}.json"
-
-
-def published_results() -> Path:
-    """The book's published results, ``book/results/<grid>/``: summaries of the batch run over grids."""
-    root = book_root()
-    return (root / "book" / "results") if root is not None else Path("results")
 
 
 def save_summary(folder: "str | Path", table: pd.DataFrame, cfg: ConstrainedConfig, profile: str,

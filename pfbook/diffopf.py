@@ -43,7 +43,7 @@ from .loadflow import LoadFlowProblem
 __all__ = ["DiffOPFConfig", "diffopf_grid", "api_load_factor", "OPFRecords", "load_records", "train_prior",
            "conditional_guidance", "sample_dispatch", "GridRun", "run_grid", "DeepOPF", "train_deepopf", "evaluate_warm_starts",
            "table_one", "table_two", "paper_table_one", "paper_table_two", "steps_tradeoff", "plot_marginals",
-           "plot_tradeoff", "save_summary", "GRID_LABELS", "PROFILE_GRIDS"]
+           "plot_tradeoff", "save_summary", "load_table_one", "GRID_LABELS", "PROFILE_GRIDS"]
 
 GRID_LABELS = {"case5": "PJM", "case5_api": "PJM-API", "case14": "IEEE 14-Bus", "case24_ieee_rts": "IEEE 24-Bus",
                "case118": "IEEE 118-Bus"}
@@ -73,6 +73,7 @@ class DiffOPFConfig:
     beta_end: float = 0.02
     width: int = 256                             # MLP denoiser (paper: not stated; seed 000 uses 500 x 6)
     depth: int = 4
+    prediction: str = "epsilon_skip"             # denoiser output: ε̂ = sqrt(1-ᾱ_t) x_t + MLP; "epsilon": the plain MLP
     steps: int = 8000                            # optimiser steps
     batch_size: int = 500
     lr: float = 1e-3
@@ -215,7 +216,7 @@ def load_records(cfg: DiffOPFConfig, progress: bool = False, out_dir: "str | Pat
 def train_prior(cfg: DiffOPFConfig, data: OPFRecords, progress: bool = False) -> DiffusionModel:
     """The DDPM prior p_θ(x_0) over the joint records (Algorithm 1), standard-normalised features."""
     torch.manual_seed(cfg.seed)
-    net = MLPDenoiser(data.train.shape[1], width=cfg.width, depth=cfg.depth)
+    net = MLPDenoiser(data.train.shape[1], width=cfg.width, depth=cfg.depth, prediction=cfg.prediction)
     trainer = Trainer(net, cfg.schedule(), data.train, cfg.train_config(), normaliser=Normaliser.standard(data.train),
                       layout=data.layout)
     trainer.train(progress=progress)
@@ -616,4 +617,38 @@ def save_summary(folder: "str | Path", tables: Mapping[str, pd.DataFrame], cfg: 
     obj = {"grid": cfg.grid, "profile": profile, "config": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "tables": {k: plain(v) for k, v in tables.items()}, **(extra or {})}
     return atomic_write_json(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), obj)
+
+
+def _frame(split: Mapping) -> pd.DataFrame:
+    """A table written by :func:`save_summary` back as a DataFrame (two-level columns when it had them)."""
+    cols = [tuple(c) if isinstance(c, list) else c for c in split["columns"]]
+    df = pd.DataFrame(split["data"], columns=pd.MultiIndex.from_tuples(cols) if cols and isinstance(cols[0], tuple)
+                      else cols)
+    return df
+
+
+def load_table_one(*folders: "str | Path", profile: str = "default") -> pd.DataFrame:
+    """Table I rows from every ``<folder>/<grid>/diffopf-summary-<profile>.json``, indexed (test case, solver).
+
+    ``folders`` are searched in order and the first row found for a (test case, solver) wins, so a fresh run in
+    ``runs/`` shadows the published one in ``book/results/``. A column ``run`` holds each row's date.
+    """
+    import json
+
+    rows, seen = [], set()
+    for folder in folders:
+        for path in sorted(Path(folder).glob(f"*/{SUMMARY_NAME.format(profile=check_profile(profile))}")):
+            try:
+                obj = json.loads(path.read_text())
+                df = _frame(obj["tables"]["table1"]).set_index([("test case", ""), ("solver", "")])
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path} is not a DiffOPF summary ({err}); delete it or rerun the chapter "
+                                 "for its grid to rewrite it") from None
+            df.index.names = ["test case", "solver"]
+            keep = [k for k in df.index if k not in seen]
+            seen.update(keep)
+            rows.append(df.loc[keep].assign(run=obj.get("created", "")[:10]))
+    if not rows:
+        return pd.DataFrame()
+    return pd.concat(rows)
 

@@ -141,3 +141,31 @@ def test_paper_tables_are_the_published_values():
     assert t1.loc[("IEEE 118-Bus", "DeepOPF"), ("Optimality gap [%]", "Mean")] == 10.9
     assert t1.loc[("PJM", "DiffOPF"), ("Optimality gap [%]", "Mean")] == 0.1
     assert do.paper_table_two().loc[("PJM 5-Bus", 0.5), ("δ=0.9", "M")] == 32
+
+
+def test_table_one_summaries_round_trip_and_the_first_folder_wins(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def ev(scale):
+        gap = scale * rng.random((6, 5))
+        return {"gap_usd": 100 * gap, "gap_pct": gap, "setpoint": gap / 10, "vviol": gap / 100,
+                "converged": np.ones((6, 5), bool)}
+
+    t_case5 = do.table_one({"DiffOPF": ev(1), "DeepOPF": ev(5)}, "PJM")
+    t_case14 = do.table_one({"DiffOPF": ev(2), "DeepOPF": ev(3)}, "IEEE 14-Bus")
+    cfg5, cfg14 = do.DiffOPFConfig(grid="case5"), do.DiffOPFConfig(grid="case14")
+    do.save_summary(tmp_path / "runs" / "case5", {"table1": t_case5}, cfg5, "default")
+    do.save_summary(tmp_path / "book" / "case5", {"table1": t_case5 * 7}, cfg5, "default")
+    do.save_summary(tmp_path / "book" / "case14", {"table1": t_case14}, cfg14, "default")
+    do.save_summary(tmp_path / "book" / "case14", {"table1": t_case14 * 3}, cfg14, "ci")
+
+    got = do.load_table_one(tmp_path / "runs", tmp_path / "book", profile="default")
+    assert list(got.index) == [("PJM", "DiffOPF"), ("PJM", "DeepOPF"),
+                               ("IEEE 14-Bus", "DiffOPF"), ("IEEE 14-Bus", "DeepOPF")]
+    np.testing.assert_allclose(got.loc[t_case5.index, t_case5.columns].to_numpy(float), t_case5.to_numpy(float))
+    np.testing.assert_allclose(got.loc[t_case14.index, t_case14.columns].to_numpy(float), t_case14.to_numpy(float))
+    assert do.load_table_one(tmp_path / "nothing", profile="default").empty
+
+    (tmp_path / "book" / "case14" / "diffopf-summary-default.json").write_text('{"tables": {}}')
+    with pytest.raises(ValueError, match="case14.*not a DiffOPF summary"):
+        do.load_table_one(tmp_path / "book", profile="default")
