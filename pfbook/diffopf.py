@@ -43,7 +43,7 @@ from .loadflow import LoadFlowProblem
 __all__ = ["DiffOPFConfig", "diffopf_grid", "api_load_factor", "OPFRecords", "load_records", "train_prior",
            "conditional_guidance", "sample_dispatch", "GridRun", "run_grid", "DeepOPF", "train_deepopf", "evaluate_warm_starts",
            "table_one", "table_two", "paper_table_one", "paper_table_two", "steps_tradeoff", "plot_marginals",
-           "plot_tradeoff", "save_summary", "load_table_one", "GRID_LABELS", "PROFILE_GRIDS"]
+           "plot_tradeoff", "save_summary", "load_tables", "GRID_LABELS", "PROFILE_GRIDS"]
 
 GRID_LABELS = {"case5": "PJM", "case5_api": "PJM-API", "case14": "IEEE 14-Bus", "case24_ieee_rts": "IEEE 24-Bus",
                "case118": "IEEE 118-Bus"}
@@ -627,24 +627,33 @@ def _frame(split: Mapping) -> pd.DataFrame:
     return df
 
 
-def load_table_one(*folders: "str | Path", profile: str = "default") -> pd.DataFrame:
-    """Table I rows from every ``<folder>/<grid>/diffopf-summary-<profile>.json``, indexed (test case, solver).
+#: the index levels of the tables a summary holds
+TABLE_INDEX = {"table1": ("test case", "solver"), "table2": ("test case", "ε %")}
 
-    ``folders`` are searched in order and the first row found for a (test case, solver) wins, so a fresh run in
-    ``runs/`` shadows the published one in ``book/results/``. A column ``run`` holds each row's date.
+
+def load_tables(*folders: "str | Path", profile: str = "default", table: str = "table1") -> pd.DataFrame:
+    """Rows of ``table`` ("table1" or "table2") from every ``<folder>/<grid>/diffopf-summary-<profile>.json``.
+
+    ``folders`` are searched in order and the first row found for an index (test case, solver) or (test case, ε %)
+    wins, so a fresh run in ``runs/`` shadows the published one in ``book/results/``. A column ``run`` holds each
+    row's date.
     """
     import json
 
+    if table not in TABLE_INDEX:
+        raise ValueError(f"unknown table {table!r}; choose one of {sorted(TABLE_INDEX)}")
+    names = TABLE_INDEX[table]
     rows, seen = [], set()
     for folder in folders:
         for path in sorted(Path(folder).glob(f"*/{SUMMARY_NAME.format(profile=check_profile(profile))}")):
             try:
                 obj = json.loads(path.read_text())
-                df = _frame(obj["tables"]["table1"]).set_index([("test case", ""), ("solver", "")])
+                df = _frame(obj["tables"][table])
+                df = df.set_index([c for c in df.columns if (c[0] if isinstance(c, tuple) else c) in names])
             except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{path} is not a DiffOPF summary ({err}); delete it or rerun the chapter "
-                                 "for its grid to rewrite it") from None
-            df.index.names = ["test case", "solver"]
+                raise ValueError(f"{path} is not a DiffOPF summary with {table} ({err!r}); delete it or rerun the "
+                                 "chapter for its grid to rewrite it") from None
+            df.index.names = list(names)
             keep = [k for k in df.index if k not in seen]
             seen.update(keep)
             rows.append(df.loc[keep].assign(run=obj.get("created", "")[:10]))

@@ -154,18 +154,24 @@ def test_table_one_summaries_round_trip_and_the_first_folder_wins(tmp_path):
     t_case5 = do.table_one({"DiffOPF": ev(1), "DeepOPF": ev(5)}, "PJM")
     t_case14 = do.table_one({"DiffOPF": ev(2), "DeepOPF": ev(3)}, "IEEE 14-Bus")
     cfg5, cfg14 = do.DiffOPFConfig(grid="case5"), do.DiffOPFConfig(grid="case14")
-    do.save_summary(tmp_path / "runs" / "case5", {"table1": t_case5}, cfg5, "default")
+    t2 = do.table_two(ev(1), grid_label="PJM")
+    do.save_summary(tmp_path / "runs" / "case5", {"table1": t_case5, "table2": t2}, cfg5, "default")
     do.save_summary(tmp_path / "book" / "case5", {"table1": t_case5 * 7}, cfg5, "default")
     do.save_summary(tmp_path / "book" / "case14", {"table1": t_case14}, cfg14, "default")
     do.save_summary(tmp_path / "book" / "case14", {"table1": t_case14 * 3}, cfg14, "ci")
 
-    got = do.load_table_one(tmp_path / "runs", tmp_path / "book", profile="default")
+    got = do.load_tables(tmp_path / "runs", tmp_path / "book", profile="default")
     assert list(got.index) == [("PJM", "DiffOPF"), ("PJM", "DeepOPF"),
                                ("IEEE 14-Bus", "DiffOPF"), ("IEEE 14-Bus", "DeepOPF")]
     np.testing.assert_allclose(got.loc[t_case5.index, t_case5.columns].to_numpy(float), t_case5.to_numpy(float))
     np.testing.assert_allclose(got.loc[t_case14.index, t_case14.columns].to_numpy(float), t_case14.to_numpy(float))
-    assert do.load_table_one(tmp_path / "nothing", profile="default").empty
+    assert do.load_tables(tmp_path / "nothing", profile="default").empty
+    got2 = do.load_tables(tmp_path / "runs", profile="default", table="table2")
+    assert got2.index.names == ["test case", "ε %"] and len(got2) == len(t2)
+    np.testing.assert_allclose(got2[t2.columns].to_numpy(float), t2.to_numpy(float))
 
     (tmp_path / "book" / "case14" / "diffopf-summary-default.json").write_text('{"tables": {}}')
     with pytest.raises(ValueError, match="case14.*not a DiffOPF summary"):
-        do.load_table_one(tmp_path / "book", profile="default")
+        do.load_tables(tmp_path / "book", profile="default")
+    with pytest.raises(ValueError, match="unknown table"):
+        do.load_tables(tmp_path / "book", table="table3")
