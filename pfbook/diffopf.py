@@ -50,8 +50,9 @@ GRID_LABELS = {"case5": "PJM", "case5_api": "PJM-API", "case14": "IEEE 14-Bus", 
 
 
 # ---------------------------------------------------------------------------------------- configuration
-#: The grids of the cross-grid Table I per profile (the chapter's ``grids`` parameter overrides them).
-PROFILE_GRIDS = {"ci": ("case5",), "default": ("case5",),
+#: Grids the chapter runs besides its main grid, per profile (its ``grids`` parameter overrides them); the other
+#: profiles show other grids from their stored summaries (``runs/`` and ``book/results/``).
+PROFILE_GRIDS = {"ci": (), "default": (),
                  "paper": ("case5", "case5_api", "case14", "case24_ieee_rts", "case118")}
 
 #: Grids with more buses than this are judged on fewer test loads and draws in the ``default`` profile.
