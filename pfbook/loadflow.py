@@ -1,4 +1,4 @@
-r"""The load-flow problem of DiffOPF (Hoseinpour & Dvorkin, eq. 20), solved batched in torch.
+r"""The load-flow problem of DiffOPF (Hoseinpour & Dvorkin, eq. 20), solved batched (torch, or SciPy sparse).
 
 Given a warm start ``(p_g, q_g)`` (a dispatch proposed by a learned solver) and the loads, find the closest
 dispatch on the AC power-flow manifold::
@@ -21,8 +21,8 @@ generator::
     S_N(x) + d_N    = 0          (balance where nobody can adjust)
 
 which is Newton's method on the KKT conditions of (20) in reduced form. Its Jacobian is the symmetric
-``[[K + J_Gᵀ D⁻¹ J_G, J_Nᵀ], [J_N, 0]]`` with K = Σ_i μ_i ∇²S_i (MATPOWER's ``d2Sbus_dV2``, here batched and
-dense) and D the generator count per bus.
+``[[K + J_Gᵀ D⁻¹ J_G, J_Nᵀ], [J_N, 0]]`` with K = Σ_i μ_i ∇²S_i (MATPOWER's ``d2Sbus_dV2``, here batched)
+and D the generator count per bus.
 
 Newton's method needs a start in its basin. From the flat start the linearisation is nearly singular along a
 uniform change of every voltage magnitude (at θ = 0 only line charging responds to it), and a Gauss-Newton step
@@ -35,6 +35,18 @@ convergence) with a backtracking search on the KKT residual norm. Everything run
 warm starts, on CPU or CUDA. A warm start whose KKT residual does not fall below ``tol`` within ``max_iter``
 iterations is reported as failed (:attr:`LoadFlowResult.converged`), never silently kept.
 
+**Backends.** ``backend="dense"`` runs all of the above batched in torch with dense (B, n, n) derivatives and
+dense LU (``torch.linalg.solve_ex``), on CPU or CUDA. ``backend="sparse"`` (CPU only) runs the same three stages,
+stopping rules and tolerances in NumPy/SciPy on the sparsity pattern of Ybus (plus diagonal): the values of
+∂S/∂θ, ∂S/∂|V| and Σ μ_i ∇²S_i are arrays (B, nnz) computed for the whole batch at once, and so are those of
+the Levenberg-Marquardt normal matrix Jᵀ W J (products of entry pairs within each row of J) and of the KKT
+matrix. The power-flow Jacobians and the KKT matrices of a batch are factored as one block-diagonal matrix by
+SuperLU (``scipy.sparse.linalg.splu``); the SPD normal matrices get a fill-reducing ordering computed once per
+grid and, in batches of at least 32, a sparse Cholesky factorisation vectorised over the batch (SuperLU in that
+order for smaller batches). The two backends agree to rounding (below 1e-9 from case14 to case118).
+``backend="auto"`` (the default) takes the sparse one on the CPU for grids of more than :data:`SPARSE_ABOVE` = 30
+buses, the dense one otherwise.
+
 :func:`reference_solve` solves the same problem with Ipopt in the full space (all four variable groups,
 all 2 n_bus balance equations written branch by branch with :func:`pfbook.physics.nodal_mismatch`, a quasi-
 Newton Hessian): an independent formulation, algorithm and code path to check the batched solver against.
@@ -45,12 +57,21 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 
 from .grids import Grid, load_grid
 from .physics import grid_tensors, nodal_mismatch
 
-__all__ = ["LoadFlowProblem", "LoadFlowResult", "solve_load_flow", "reference_solve", "compare_with_reference", "dsbus_dv", "d2sbus_dv2"]
+__all__ = ["SPARSE_ABOVE", "LoadFlowProblem", "LoadFlowResult", "solve_load_flow", "reference_solve",
+           "compare_with_reference", "dsbus_dv", "d2sbus_dv2"]
+
+
+#: ``backend="auto"`` uses the sparse backend on the CPU for grids with more buses than this
+SPARSE_ABOVE = 30
+#: batches of at least this many SPD systems are factored by :class:`_BatchedCholesky`, smaller ones by SuperLU
+_CHOLESKY_MIN = 32
 
 
 # ---------------------------------------------------------------------------------------- derivatives
@@ -91,6 +112,249 @@ def _where(mask: torch.Tensor, a, b):
     return torch.where(mask.view(-1, *[1] * (a.dim() - 1)), a, b)
 
 
+# ---------------------------------------------------------------------------------------- sparse kernels
+def _csc(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
+    """CSC layout of one block's distinct entries (row, col): (order, indices, indptr), ``order`` the permutation
+    of the entries into CSC order."""
+    order = np.lexsort((rows, cols))
+    indptr = np.r_[0, np.cumsum(np.bincount(cols, minlength=shape[1]))]
+    return order, rows[order], indptr
+
+
+def _block_diag(vals: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]) -> sp.csc_matrix:
+    """Block-diagonal CSC matrix of ``len(vals)`` blocks sharing one pattern, values (b, nnz) in CSC order."""
+    b, nnz = vals.shape
+    m, k = shape
+    ind = (indices[None, :] + m * np.arange(b)[:, None]).ravel()
+    ptr = np.r_[(indptr[None, :-1] + nnz * np.arange(b)[:, None]).ravel(), b * nnz]
+    return sp.csc_matrix((vals.ravel(), ind, ptr), shape=(b * m, b * k))
+
+
+class _BatchedCholesky:
+    """Sparse Cholesky factorisation L Lᵀ of many SPD matrices of one pattern (already in a fill-reducing order),
+    vectorised over the batch: a column loop in Python, each step a NumPy operation on all matrices at once
+    (values stored (nnz, b)). Cheaper than a sparse LU per matrix once the batch is a few dozen."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, m: int):
+        low = rows >= cols
+        struct = [set() for _ in range(m)]
+        for i, j in zip(rows[low & (rows > cols)], cols[low & (rows > cols)]):
+            struct[j].add(int(i))
+        for j in range(m):                                        # symbolic factorisation: fill of column j
+            if struct[j]:
+                p = min(struct[j])
+                struct[p] |= struct[j] - {p}
+        self.rows = [np.array(sorted(s), dtype=np.int64) for s in struct]
+        self.start = np.r_[0, np.cumsum([1 + len(r) for r in self.rows])]
+        self.m, self.nnz = m, int(self.start[-1])
+
+        # L's entries column by column, diagonal first: their keys col * m + row are sorted
+        keys = np.concatenate([j * m + np.r_[j, r] for j, r in enumerate(self.rows)])
+        pos = lambda i, j: np.searchsorted(keys, j * m + i)      # position of L[i, j], i >= j
+        self.entries = np.flatnonzero(low)
+        self.entry_pos = pos(rows[low], cols[low])
+        self.updates = []
+        for j in range(m):
+            r = self.rows[j]
+            a, c = np.tril_indices(len(r))
+            self.updates.append((a, c, pos(r[a], r[c])))
+
+    def factor(self, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """L's values (nnz_L, b) for values (b, nnz) in the caller's entry order, and which matrices failed
+        (a pivot not positive and finite)."""
+        L = np.zeros((self.nnz, len(vals)))
+        L[self.entry_pos] = vals[:, self.entries].T
+        bad = np.zeros(len(vals), dtype=bool)
+        for j in range(self.m):
+            s, e = self.start[j], self.start[j + 1]
+            d = L[s]
+            bad |= ~(d > 0) | ~np.isfinite(d)
+            d = np.sqrt(np.where(bad, 1.0, d))
+            L[s] = d
+            if e > s + 1:
+                col = L[s + 1:e]
+                col /= d
+                a, c, tgt = self.updates[j]
+                L[tgt] -= col[a] * col[c]
+        return L, bad
+
+    def solve(self, L: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        """x (b, m) with L Lᵀ x = rhs (b, m)."""
+        y = np.ascontiguousarray(rhs.T)
+        for j in range(self.m):
+            s, e = self.start[j], self.start[j + 1]
+            y[j] /= L[s]
+            if e > s + 1:
+                y[self.rows[j]] -= L[s + 1:e] * y[j]
+        for j in range(self.m - 1, -1, -1):
+            s, e = self.start[j], self.start[j + 1]
+            if e > s + 1:
+                y[j] -= (L[s + 1:e] * y[self.rows[j]]).sum(0)
+            y[j] /= L[s]
+        return y.T
+
+
+class _BlockSystem:
+    """Square systems (m x m) of one sparsity pattern, one per warm start, solved together. Values come in the
+    caller's entry order (``rows``, ``cols``). General systems: one sparse LU (SuperLU) of their block-diagonal
+    matrix. Symmetric positive definite ones (``spd``): a fill-reducing symmetric ordering computed once here
+    (SuperLU's minimum degree on A + Aᵀ), then :class:`_BatchedCholesky` for batches of at least
+    :data:`_CHOLESKY_MIN` (and for the rest, or where a pivot is not positive, SuperLU in that fixed order)."""
+
+    def __init__(self, rows: np.ndarray, cols: np.ndarray, m: int, spd: bool):
+        self.m, self.spd = m, spd
+        pc = np.arange(m)
+        self.opts: dict = {}
+        if spd:
+            deg = np.bincount(rows, minlength=m)
+            one = sp.csc_matrix((np.where(rows == cols, deg[rows] + 1.0, -1.0), (rows, cols)), shape=(m, m))
+            pc = spla.splu(one, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                           options=dict(SymmetricMode=True)).perm_c
+            self.opts = dict(permc_spec="NATURAL", diag_pivot_thresh=0.01, options=dict(SymmetricMode=True))
+            self.chol = _BatchedCholesky(pc[rows], pc[cols], m)
+        self.pc, self.ip = pc, np.argsort(pc)
+        self.order, self.ind, self.ptr = _csc(pc[rows], pc[cols], (m, m))
+
+    def solve(self, vals: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        """Solutions (b, m) for values (b, nnz) and right-hand sides (b, m); rows of singular (or non-finite)
+        systems come back NaN."""
+        out = np.full(rhs.shape, np.nan)
+        idx = np.flatnonzero(np.isfinite(vals).all(1) & np.isfinite(rhs).all(1))
+        if self.spd and len(idx) >= _CHOLESKY_MIN:
+            L, bad = self.chol.factor(vals[idx])
+            with np.errstate(all="ignore"):
+                x = self.chol.solve(L, rhs[idx][:, self.ip])[:, self.pc]
+            out[idx[~bad]] = x[~bad]
+            idx = idx[bad]
+        if len(idx):
+            out[idx] = self._lu(vals[idx], rhs[idx])
+        return out
+
+    def _lu(self, vals: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+        b, m = rhs.shape
+        try:
+            lu = spla.splu(_block_diag(vals[:, self.order], self.ind, self.ptr, (m, m)), **self.opts)
+            return lu.solve(rhs[:, self.ip].ravel()).reshape(-1, m)[:, self.pc]
+        except RuntimeError:                           # exactly singular: find the system(s), one at a time
+            if b == 1:
+                return np.full((1, m), np.nan)
+            return np.concatenate([self._lu(vals[i:i + 1], rhs[i:i + 1]) for i in range(b)])
+
+
+class _SparseKernels:
+    """S(x), J = ∂S/∂x, Jᵀ W J and Σ μ_i ∇²S_i on the fixed sparsity pattern of Ybus, vectorised over a batch:
+    values are float64 arrays (b, nnz), entries in a fixed order per matrix (``J_rows``/``J_cols``,
+    ``A_rows``/``A_cols``), and the linear systems of the three stages (:class:`_BlockSystem`) built once."""
+
+    def __init__(self, Y: sp.spmatrix, ref: int, rows_N: np.ndarray):
+        n = Y.shape[0]
+        Y = sp.csr_matrix(Y, dtype=complex)
+        self.Y, self.YH = Y, Y.conj().T.tocsr()
+        P = (abs(Y) + abs(Y.T) + sp.eye(n)).tocoo()          # pattern of Y ∪ Yᵀ ∪ diagonal
+        pr, pc = P.row.astype(np.int64), P.col.astype(np.int64)
+        o = np.lexsort((pc, pr))
+        pr, pc = pr[o], pc[o]
+        self.pr, self.pc = pr, pc
+        self.yP = np.asarray(Y[pr, pc]).ravel()
+        self.yT = np.asarray(Y[pc, pr]).ravel()
+        key = pr * n + pc
+        self.diag = np.searchsorted(key, np.arange(n) * (n + 1))           # position of (i, i)
+        self.tpos = np.searchsorted(key, pc * n + pr)                      # position of (c, r)
+        n_x = 2 * n - 1
+        # J (2n x n_x): rows P then Q, columns θ of non-reference buses then |V|; raw entries [dθ, dθ, d|V|, d|V|]
+        th = np.where(pc < ref, pc, pc - 1)
+        rows = np.r_[pr, n + pr, pr, n + pr]
+        cols = np.r_[th, th, n - 1 + pc, n - 1 + pc]
+        keep = np.r_[pc != ref, pc != ref, np.ones(2 * len(pr), bool)]
+        raw = np.flatnonzero(keep)
+        self.J_raw = raw[np.lexsort((rows[raw], cols[raw]))]               # raw entry of each entry of J
+        self.J_rows, self.J_cols = rows[self.J_raw], cols[self.J_raw]
+        self.J_shape = (2 * n, n_x)
+        nJ = len(self.J_raw)
+        self.JT = sp.csr_matrix((np.ones(nJ), (np.arange(nJ), self.J_cols)), shape=(nJ, n_x))   # Jᵀu scatter
+        # Gram matrix Jᵀ W J: products of entry pairs within each row of J, summed per (col, col); the lower
+        # triangle only (A is symmetric), then mirrored
+        e1, e2 = [], []
+        by_row = np.argsort(self.J_rows, kind="stable")
+        starts = np.r_[0, np.cumsum(np.bincount(self.J_rows, minlength=2 * n))]
+        for k in range(2 * n):
+            e = by_row[starts[k]:starts[k + 1]]
+            a, c = np.meshgrid(e, e, indexing="ij")
+            low = self.J_cols[a] >= self.J_cols[c]
+            e1.append(a[low])
+            e2.append(c[low])
+        self.g1, self.g2 = np.concatenate(e1), np.concatenate(e2)
+        self.g_row = self.J_rows[self.g1]
+        ga, gb = self.J_cols[self.g1], self.J_cols[self.g2]                # A[ga, gb] += J[k, ga] w_k J[k, gb]
+        lkey, inv = np.unique(gb * n_x + ga, return_inverse=True)
+        self.gsum = sp.csc_matrix((np.ones(len(inv)), (inv, np.arange(len(inv)))), shape=(len(lkey), len(inv)))
+        lr, lc = lkey % n_x, lkey // n_x
+        akey = np.unique(np.r_[lkey, lr * n_x + lc])                     # full pattern, sorted by column
+        self.A_rows, self.A_cols = akey % n_x, akey // n_x
+        lo, hi = np.minimum(self.A_rows, self.A_cols), np.maximum(self.A_rows, self.A_cols)
+        self.A_from_low = np.searchsorted(lkey, lo * n_x + hi)           # each entry's lower-triangle twin
+        self.A_diag = np.searchsorted(akey, np.arange(n_x) * (n_x + 1))
+        self.lm = _BlockSystem(self.A_rows, self.A_cols, n_x, spd=True)
+        # Σ μ_i ∇²S_i restricted to x: raw entries [θθ, θ|V|, |V|θ, |V||V|] on P, placed into A's pattern
+        thr = np.where(pr < ref, pr, pr - 1)
+        rows = np.r_[thr, thr, n - 1 + pr, n - 1 + pr]
+        cols = np.r_[th, n - 1 + pc, th, n - 1 + pc]
+        keep = np.r_[(pr != ref) & (pc != ref), pr != ref, pc != ref, np.ones(len(pr), bool)]
+        self.K_raw = np.flatnonzero(keep)
+        self.K_pos = np.searchsorted(akey, cols[self.K_raw] * n_x + rows[self.K_raw])   # (P ⊂ A's pattern)
+        # the KKT matrix [[H, J_Nᵀ], [J_N, 0]]: values [A entries, J_N entries, J_N entries transposed]
+        m = len(rows_N)
+        posN = np.full(2 * n, -1)
+        posN[rows_N] = np.arange(m)
+        self.JN = np.flatnonzero(posN[self.J_rows] >= 0)
+        r_kkt = np.r_[self.A_rows, n_x + posN[self.J_rows[self.JN]], self.J_cols[self.JN]]
+        c_kkt = np.r_[self.A_cols, self.J_cols[self.JN], n_x + posN[self.J_rows[self.JN]]]
+        self.kkt = _BlockSystem(r_kkt, c_kkt, n_x + m, spd=False)
+
+    def power(self, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """I = Y V and S = V ⊙ conj(I), (b, n) complex."""
+        I = (self.Y @ V.T).T
+        return I, V * I.conj()
+
+    def jacobian(self, V: np.ndarray, I: np.ndarray) -> np.ndarray:
+        """Values (b, nnz_J) of J = [Re; Im] [∂S/∂θ, ∂S/∂|V|] (MATPOWER's ``dSbus_dV``)."""
+        pr, pc, d = self.pr, self.pc, self.diag
+        Vn = V / np.abs(V)
+        Vr = V[:, pr]
+        dVa = -1j * Vr * (self.yP * V[:, pc]).conj()
+        dVa[:, d] += 1j * V * I.conj()
+        dVm = Vr * (self.yP * Vn[:, pc]).conj()
+        dVm[:, d] += I.conj() * Vn
+        raw = np.concatenate([dVa.real, dVa.imag, dVm.real, dVm.imag], axis=1)
+        return raw[:, self.J_raw]
+
+    def jt(self, Jv: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Jᵀ u, (b, n_x), for u (b, 2n)."""
+        return np.asarray((Jv * u[:, self.J_rows]) @ self.JT)
+
+    def gram(self, Jv: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Values (b, nnz_A) of Jᵀ diag(w) J on A's pattern (sorted by column, then row)."""
+        prod = Jv[:, self.g1] * Jv[:, self.g2] * w[self.g_row]
+        return (self.gsum @ prod.T).T[:, self.A_from_low]
+
+    def hessian(self, V: np.ndarray, I: np.ndarray, lam: np.ndarray) -> np.ndarray:
+        """Re Σ_i lam_i ∇²S_i over x (MATPOWER's ``d2Sbus_dV2``), complex ``lam`` (b, n), on P: (b, nnz_K)."""
+        pr, pc = self.pr, self.pc
+        lamV = lam * V
+        C = lamV[:, pr] * (self.yP * V[:, pc]).conj()
+        Ct = lamV[:, pc] * (self.yT * V[:, pr]).conj()
+        s = (self.YH @ lamV.T).T
+        E = V.conj()[:, pr] * self.yT.conj() * lamV[:, pc]
+        E[:, self.diag] -= V.conj() * s
+        F = C.copy()
+        F[:, self.diag] -= lamV * I.conj()
+        G = 1.0 / np.abs(V)
+        Gva = 1j * G[:, pr] * (E - F)
+        Gvv = (C + Ct) * G[:, pr] * G[:, pc]
+        raw = np.concatenate([(E + F).real, Gva[:, self.tpos].real, Gva.real, Gvv.real], axis=1)
+        return raw[:, self.K_raw]
+
+
 # ---------------------------------------------------------------------------------------- result
 @dataclass
 class LoadFlowResult:
@@ -121,12 +385,21 @@ class LoadFlowProblem:
     """Problem (20) for one grid: build once, :meth:`solve` any number of warm starts.
 
     ``device``: where the Newton iterations run ("cpu" or "cuda"); all arithmetic is float64.
+    ``backend``: "dense" (batched dense torch, CPU or CUDA), "sparse" (SciPy sparse LU on Ybus's pattern, CPU
+    only) or "auto" (sparse on CPU for grids of more than :data:`SPARSE_ABOVE` buses, dense otherwise).
     """
 
-    def __init__(self, grid: "Grid | str", device: "str | torch.device" = "cpu"):
+    def __init__(self, grid: "Grid | str", device: "str | torch.device" = "cpu", backend: str = "auto"):
         self.grid = g = load_grid(grid)
         self.device = torch.device(device)
         n = self.n = g.n_bus
+        if backend not in ("auto", "dense", "sparse"):
+            raise ValueError(f"backend must be 'auto', 'dense' or 'sparse'; got {backend!r}")
+        if backend == "sparse" and self.device.type != "cpu":
+            raise ValueError(f"the sparse backend runs on the CPU only; use backend='dense' on {self.device}")
+        if backend == "auto":
+            backend = "sparse" if self.device.type == "cpu" and n > SPARSE_ABOVE else "dense"
+        self.backend = backend
         dev, f64 = self.device, torch.float64
         self.Y = torch.as_tensor(g.Ybus.toarray(), dtype=torch.complex128, device=dev)
         self.ref = g.ref
@@ -145,6 +418,19 @@ class LoadFlowProblem:
         self.n_mu = 2 * len(self.free_buses)
         self.inv_count = torch.zeros(2 * n, dtype=f64, device=dev)
         self.inv_count[self.rows_G] = 1.0 / self.count.repeat(2)[self.rows_G]
+        if backend == "sparse":
+            self._sk = _SparseKernels(g.Ybus, g.ref, self.rows_N.numpy())
+            self._nonref_np = self.nonref.numpy()
+            self._inv_count_np = self.inv_count.numpy()
+            self._rows_N_np = self.rows_N.numpy()
+            # the power-flow start's Jacobian: the rows and columns of J it keeps (entries ``sel`` of J's)
+            rows = np.r_[self._nonref_np, n + self.free_buses]
+            cols = np.r_[np.arange(n - 1), n - 1 + self.free_buses]
+            rmap, cmap = np.full(2 * n, -1), np.full(self.n_x, -1)
+            rmap[rows], cmap[cols] = np.arange(len(rows)), np.arange(len(cols))
+            Jr, Jc = self._sk.J_rows, self._sk.J_cols
+            sel = np.flatnonzero((rmap[Jr] >= 0) & (cmap[Jc] >= 0))
+            self._pf = rows, cols, sel, _BlockSystem(rmap[Jr[sel]], cmap[Jc[sel]], len(rows), spd=False)
 
     # ------------------------------------------------------------------ pieces
     def _voltage(self, x: torch.Tensor) -> torch.Tensor:
@@ -313,13 +599,150 @@ class LoadFlowProblem:
         conv = torch.isfinite(res) & (res < tol)
         return x, pg_new, qg_new, conv, iters, res
 
+    # ------------------------------------------------------------------ sparse backend (NumPy/SciPy, CPU)
+    def _voltage_np(self, x: np.ndarray) -> np.ndarray:
+        n = self.n
+        th = np.zeros((len(x), n))
+        th[:, self._nonref_np] = x[:, :n - 1]
+        return x[:, n - 1:] * np.exp(1j * th)
+
+    def _state_np(self, x: np.ndarray):
+        """V, I = Y V, S as (b, 2n) real (P then Q), J values."""
+        V = self._voltage_np(x)
+        I, S = self._sk.power(V)
+        return V, I, np.concatenate([S.real, S.imag], axis=1), self._sk.jacobian(V, I)
+
+    def _power_flow_start_np(self, target: np.ndarray, iters: int = 10) -> np.ndarray:
+        """:meth:`_power_flow_start` on the sparse backend."""
+        n = self.n
+        rows, cols, sel, system = self._pf
+        x = np.concatenate([np.zeros((len(target), n - 1)), np.ones((len(target), n))], axis=1)
+        for _ in range(iters):
+            _, _, S, Jv = self._state_np(x)
+            r = (S - target)[:, rows]
+            if (np.abs(r).max(1) < 1e-10).all():
+                break
+            dx = system.solve(Jv[:, sel], -r)
+            x[:, cols] += np.nan_to_num(dx, nan=0.0, posinf=0.0, neginf=0.0)
+        return x
+
+    def _levenberg_marquardt_np(self, x, target, iters: int, weights):
+        """:meth:`_levenberg_marquardt` on the sparse backend (the same iteration, normal matrices sparse)."""
+        sk = self._sk
+        rows_N = self._rows_N_np
+
+        def evaluate(xx, t):
+            _, _, S, Jv = self._state_np(xx)
+            r = S - t
+            return r, 0.5 * (w * r * r).sum(1), Jv
+
+        lam = np.full(len(x), 1e-3)
+        for weight in weights:
+            w = self._inv_count_np.copy()
+            w[rows_N] = weight
+            r, cost, Jv = evaluate(x, target)
+            active = np.ones(len(x), dtype=bool)
+            for _ in range(iters):
+                idx = np.flatnonzero(active)
+                if len(idx) == 0:
+                    break
+                J = Jv[idx]
+                A = sk.gram(J, w)
+                grad = sk.jt(J, w * r[idx])
+                li = lam[idx]
+                A[:, sk.A_diag] += li[:, None] * (A[:, sk.A_diag] + 1e-9)
+                dx = sk.lm.solve(A, -grad)
+                xn = x[idx] + np.nan_to_num(dx, nan=0.0, posinf=0.0, neginf=0.0)
+                rn, cn, Jn = evaluate(xn, target[idx])
+                c0 = cost[idx]
+                with np.errstate(invalid="ignore"):
+                    ok = np.isfinite(cn) & (cn < c0)
+                x[idx] = np.where(ok[:, None], xn, x[idx])
+                r[idx] = np.where(ok[:, None], rn, r[idx])
+                cost[idx] = np.where(ok, cn, c0)
+                Jv[idx] = np.where(ok[:, None], Jn, J)
+                lam[idx] = np.where(ok, np.maximum(li * 0.3, 1e-9), li * 10)
+                stalled = (ok & (c0 - cn <= 1e-10 * c0)) | (lam[idx] > 1e10)
+                active[idx] = ~stalled
+        return x, (w * r)[:, rows_N]
+
+    def _parts_np(self, x, mu_N, target):
+        """:meth:`_parts` on the sparse backend: V, I, S, J values, μ, F."""
+        V, I, S, Jv = self._state_np(x)
+        mu = (S - target) * self._inv_count_np
+        mu[:, self._rows_N_np] = mu_N
+        rN = self._rows_N_np
+        F = np.concatenate([self._sk.jt(Jv, mu), S[:, rN] - target[:, rN]], axis=1)
+        return V, I, S, Jv, mu, F
+
+    def _newton_step_np(self, V, I, Jv, mu, F) -> np.ndarray:
+        """The KKT Newton step of :meth:`_newton_matrix` (full), assembled and factored sparse."""
+        sk, n = self._sk, self.n
+        H = sk.gram(Jv, self._inv_count_np)
+        H[:, sk.K_pos] += sk.hessian(V, I, mu[:, :n] - 1j * mu[:, n:])
+        JN = Jv[:, sk.JN]
+        return sk.kkt.solve(np.concatenate([H, JN, JN], axis=1), -F)
+
+    def _solve_chunk_sparse(self, pg, qg, pd, qd, max_iter, tol, lm_iters, penalty):
+        """:meth:`_solve_chunk` on the sparse backend: NumPy in, the same outputs as torch tensors."""
+        B, n = len(pg), self.n
+        target = self._bus_target(pg, qg, pd, qd).numpy()
+        x = self._power_flow_start_np(target)
+        x, mu_N = self._levenberg_marquardt_np(x, target, lm_iters, penalty)
+        V, I, S, Jv, mu, F = self._parts_np(x, mu_N, target)
+        res = np.abs(F).max(1)
+        iters = np.zeros(B, dtype=np.int64)
+        with np.errstate(invalid="ignore"):
+            active = np.isfinite(res) & (res >= tol)
+        for k in range(max_iter):
+            if not active.any():
+                break
+            idx = np.flatnonzero(active)
+            step = self._newton_step_np(V[idx], I[idx], Jv[idx], mu[idx], F[idx])
+            step = np.where(np.isfinite(step).all(1)[:, None], step, 0.0)
+            x_i, mu_i, t_i = x[idx], mu_N[idx], target[idx]
+            r_i = np.linalg.norm(F[idx], axis=1)
+            alpha = np.ones(len(idx))
+            accepted = np.zeros(len(idx), dtype=bool)
+            best = None
+            n_back = 6
+            for j in range(n_back):
+                xn = x_i + alpha[:, None] * step[:, :self.n_x]
+                mn = mu_i + alpha[:, None] * step[:, self.n_x:]
+                parts = self._parts_np(xn, mn, t_i)
+                rn = np.linalg.norm(parts[-1], axis=1)
+                with np.errstate(invalid="ignore"):
+                    ok = np.isfinite(rn) & (rn < r_i)
+                cand = (xn, mn) + parts
+                if best is None:
+                    best = cand
+                else:
+                    take = (ok if j < n_back - 1 else np.ones_like(ok)) & ~accepted
+                    best = tuple(np.where(take.reshape(-1, *[1] * (c.ndim - 1)), c, b) for c, b in zip(cand, best))
+                accepted |= ok
+                if accepted.all():
+                    break
+                alpha = np.where(accepted, alpha, alpha * 0.5)
+            x[idx], mu_N[idx], V[idx], I[idx], S[idx], Jv[idx], mu[idx], F[idx] = best
+            res[idx] = np.abs(best[-1]).max(1)
+            iters[idx] += 1
+            with np.errstate(invalid="ignore"):
+                active = np.isfinite(res) & (res >= tol)
+        t = lambda a: torch.as_tensor(a)
+        mu = t(mu)
+        pg_new = pg + mu[:, :n][:, self.gen_bus]
+        qg_new = qg + mu[:, n:][:, self.gen_bus]
+        with np.errstate(invalid="ignore"):
+            conv = np.isfinite(res) & (res < tol)
+        return t(x), pg_new, qg_new, t(conv), t(iters), t(res)
+
     def solve(self, pg, qg, pd, qd, *, max_iter: int = 30, tol: float = 1e-9, lm_iters: int = 20,
               penalty: tuple[float, ...] = (1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6), chunk: int | None = None) -> LoadFlowResult:
         """Solve (20) for warm starts ``pg, qg`` (B, n_gen) with loads ``pd, qd`` ((B, n_load) or (n_load,)), p.u.
 
         ``tol`` bounds the KKT residual (max |·|, p.u.); ``lm_iters`` Levenberg-Marquardt iterations on the
         problem with the fixed balances as ``penalty``-weighted residuals come first; ``chunk`` warm starts are solved at once (default:
-        as many as keep a dense n_bus x n_bus complex batch near 2 million entries).
+        as many as keep a dense n_bus x n_bus complex batch near 2 million entries; 512 on the sparse backend).
         """
         g, dev, f64 = self.grid, self.device, torch.float64
         pg = torch.as_tensor(np.asarray(pg, dtype=np.float64), device=dev)
@@ -336,9 +759,11 @@ class LoadFlowProblem:
         pd, qd = pd.expand(B, g.n_load), qd.expand(B, g.n_load)
         if not (torch.isfinite(pg).all() and torch.isfinite(qg).all()):
             raise ValueError("warm starts contain NaN or inf; drop those rows before solving")
-        chunk = chunk or max(1, int(2_000_000 // self.n ** 2))
+        sparse = self.backend == "sparse"
+        chunk = chunk or (512 if sparse else max(1, int(2_000_000 // self.n ** 2)))
+        solve_chunk = self._solve_chunk_sparse if sparse else self._solve_chunk
         t0 = time.perf_counter()
-        outs = [self._solve_chunk(pg[k:k + chunk], qg[k:k + chunk], pd[k:k + chunk], qd[k:k + chunk],
+        outs = [solve_chunk(pg[k:k + chunk], qg[k:k + chunk], pd[k:k + chunk], qd[k:k + chunk],
                                   max_iter, tol, lm_iters, penalty) for k in range(0, B, chunk)]
         x, pgn, qgn, conv, iters, res = (torch.cat(z) for z in zip(*outs))
         if dev.type == "cuda":
@@ -361,9 +786,10 @@ class LoadFlowProblem:
                               seconds=seconds)
 
 
-def solve_load_flow(grid: "Grid | str", pg, qg, pd, qd, device: str = "cpu", **kwargs) -> LoadFlowResult:
+def solve_load_flow(grid: "Grid | str", pg, qg, pd, qd, device: str = "cpu", backend: str = "auto",
+                    **kwargs) -> LoadFlowResult:
     """One-call form of :meth:`LoadFlowProblem.solve`."""
-    return LoadFlowProblem(grid, device).solve(pg, qg, pd, qd, **kwargs)
+    return LoadFlowProblem(grid, device, backend).solve(pg, qg, pd, qd, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------- reference
@@ -422,12 +848,12 @@ def reference_solve(grid: "Grid | str", pg, qg, pd, qd, tol: float = 1e-11, max_
             "distance": float(info["obj_val"]), "status": int(info["status"]), "message": info["status_msg"]}
 
 
-def compare_with_reference(grid: "Grid | str", pg, qg, pd, qd, device: str = "cpu"):
+def compare_with_reference(grid: "Grid | str", pg, qg, pd, qd, device: str = "cpu", backend: str = "auto"):
     """The batched solver against :func:`reference_solve` on each row (a handful): a DataFrame of the largest
     differences in p̃_g, q̃_g, v, θ and the objective, with both solvers' status."""
     import pandas
 
-    r = LoadFlowProblem(grid, device).solve(pg, qg, pd, qd)
+    r = LoadFlowProblem(grid, device, backend).solve(pg, qg, pd, qd)
     rows = []
     for k in range(len(r.pg)):
         ref = reference_solve(grid, pg[k], qg[k], pd[k], qd[k])

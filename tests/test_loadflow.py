@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pfbook.grids import load_grid
-from pfbook.loadflow import LoadFlowProblem, d2sbus_dv2, dsbus_dv, reference_solve
+from pfbook.loadflow import (_CHOLESKY_MIN, LoadFlowProblem, _BlockSystem, compare_with_reference, d2sbus_dv2, dsbus_dv,
+                             reference_solve)
 from pfbook.opf import ACOPF
 from pfbook.physics import bus_power
 
@@ -85,19 +86,21 @@ def test_agrees_with_ipopt_reference(name):
         assert r.distance[k] > 1e-6                    # a perturbed warm start is not feasible as it is
 
 
-def test_chunks_give_the_same_answer(case5_points):
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_chunks_give_the_same_answer(case5_points, backend):
     pg, qg, pd, qd = case5_points
     rng = np.random.default_rng(3)
     pgw = pg * (1 + 0.05 * rng.standard_normal(pg.shape))
-    lf = LoadFlowProblem("case5")
+    lf = LoadFlowProblem("case5", backend=backend)
     a = lf.solve(pgw, qg, pd, qd)
     b = lf.solve(pgw, qg, pd, qd, chunk=2)
     assert np.allclose(a.pg, b.pg, atol=1e-10) and np.array_equal(a.converged, b.converged)
 
 
-def test_failures_are_reported_not_hidden(case5_points):
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_failures_are_reported_not_hidden(case5_points, backend):
     pg, qg, pd, qd = case5_points
-    r = LoadFlowProblem("case5").solve(pg * 1.3, qg, pd, qd, max_iter=0, lm_iters=0)
+    r = LoadFlowProblem("case5", backend=backend).solve(pg * 1.3, qg, pd, qd, max_iter=0, lm_iters=0)
     assert r.n_failed == len(pg) and not r.converged.any()
     assert "failed" in repr(r)
 
@@ -113,3 +116,60 @@ def test_bad_input_is_a_clear_error(case5_points):
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         lf.solve(bad, qg, pd, qd)
+
+
+@pytest.mark.parametrize("name", ["case14", "case30"])
+def test_sparse_backend_agrees_with_dense(name):
+    # 40 warm starts (4 loads x 10 perturbations): enough for the batched Cholesky of the sparse LM stage
+    pg, qg, pd, qd = (np.repeat(a, 10, axis=0) for a in _opf_points(name, 4, seed=4))
+    rng = np.random.default_rng(5)
+    pgw = pg * (1 + 0.05 * rng.standard_normal(pg.shape))
+    qgw = qg + 0.05 * rng.standard_normal(qg.shape)
+    dense = LoadFlowProblem(name, backend="dense").solve(pgw, qgw, pd, qd)
+    sparse = LoadFlowProblem(name, backend="sparse").solve(pgw, qgw, pd, qd)
+    assert dense.converged.all() and np.array_equal(dense.converged, sparse.converged)
+    for key in ("pg", "qg", "v", "theta"):
+        assert np.abs(getattr(sparse, key) - getattr(dense, key)).max() < 1e-8, key
+    assert sparse.balance.max() < 1e-8
+
+
+def test_sparse_backend_agrees_with_ipopt_reference():
+    pg, qg, pd, qd = _opf_points("case14", 2, seed=6)
+    rng = np.random.default_rng(7)
+    pgw = pg * (1 + 0.05 * rng.standard_normal(pg.shape))
+    qgw = qg + 0.05 * rng.standard_normal(qg.shape)
+    df = compare_with_reference("case14", pgw, qgw, pd, qd, backend="sparse")
+    assert df["batched converged"].all()
+    for key in ("pg", "qg", "v", "theta"):
+        assert df[f"max |Δ{key}|"].max() < 1e-6, key
+    assert df["|Δ objective|"].max() < 1e-6
+
+
+def test_backend_choice():
+    assert LoadFlowProblem("case14").backend == "dense"            # auto: small grids stay dense
+    assert LoadFlowProblem("case57").backend == "sparse"           # ... larger ones go sparse on the CPU
+    assert LoadFlowProblem("case57", backend="dense").backend == "dense"
+    with pytest.raises(ValueError, match="backend must be"):
+        LoadFlowProblem("case5", backend="scipy")
+    with pytest.raises(ValueError, match="CPU only"):
+        LoadFlowProblem("case5", device="cuda", backend="sparse")
+
+
+def test_sparse_block_solves():
+    """Batched Cholesky (a batch of SPD systems), SuperLU for the rest: indefinite or singular systems."""
+    rng = np.random.default_rng(8)
+    m, b = 12, _CHOLESKY_MIN + 4
+    R = (rng.random((m, m)) < 0.25) | np.eye(m, dtype=bool)
+    rows, cols = np.nonzero(R | R.T)
+    X = rng.standard_normal((b, m, m)) * (R | R.T)
+    A = X + X.transpose(0, 2, 1)
+    A += (np.abs(A).sum(2) + 1)[:, :, None] * np.eye(m)          # diagonally dominant: SPD
+    A[1] -= 2 * np.diag(A[1].diagonal())                        # indefinite: Cholesky fails, SuperLU solves it
+    A[2] = 0.0                                                  # singular: NaN
+    rhs = rng.standard_normal((b, m))
+    system = _BlockSystem(rows, cols, m, spd=True)
+    assert np.array_equal(np.flatnonzero(system.chol.factor(A[:, rows, cols])[1]), [1, 2])
+    x = system.solve(A[:, rows, cols], rhs)
+    assert np.isnan(x[2]).all()
+    keep = np.arange(b) != 2
+    assert np.allclose(x[keep], np.linalg.solve(A[keep], rhs[keep][..., None])[..., 0], rtol=1e-10, atol=1e-12)

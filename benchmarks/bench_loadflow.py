@@ -1,0 +1,75 @@
+"""Dense against sparse backend of the batched load-flow solver (:mod:`pfbook.loadflow`) on the same warm starts.
+
+The warm starts are DiffOPF's test records (:func:`pfbook.diffopf.load_records`, the ``default`` profile of
+``--grid``): their OPF dispatch with multiplicative noise on p_g and additive noise on q_g (``--noise``, p.u.),
+cycling through the records until ``--batch`` rows, each with its record's loads. Both backends solve the whole
+batch once, on the CPU, and the script prints, side by side: seconds per batch and per warm start, the speed-up,
+failures, median KKT iterations, and the largest difference between the two backends' solutions (over warm
+starts both solved). Single-threaded by default, as a CPU worker of the book build runs. Usage::
+
+    python benchmarks/bench_loadflow.py                          # case118, 250 warm starts
+    python benchmarks/bench_loadflow.py --grid case57 --batch 500 --threads 2
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+
+from pfbook import diffopf as do
+from pfbook.loadflow import LoadFlowProblem
+
+
+def warm_starts(grid: str, batch: int, noise: float, seed: int) -> tuple[np.ndarray, ...]:
+    """(pg, qg, pd, qd), ``batch`` rows: the test records' dispatch perturbed by noise, with their loads."""
+    data = do.load_records(do.DiffOPFConfig.for_profile("default", grid=grid))
+    t = data.test
+    idx = np.arange(batch) % len(t["pg"])
+    rng = np.random.default_rng(seed)
+    pg = t["pg"][idx] * (1 + noise * rng.standard_normal((batch, t["pg"].shape[1])))
+    qg = t["qg"][idx] + noise * rng.standard_normal((batch, t["qg"].shape[1]))
+    return pg, qg, t["pd"][idx], t["qd"][idx]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--grid", default="case118")
+    ap.add_argument("--batch", type=int, default=250, help="warm starts solved at once")
+    ap.add_argument("--noise", type=float, default=0.05, help="relative noise on p_g, absolute (p.u.) on q_g")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--backends", nargs="+", default=["dense", "sparse"], choices=["dense", "sparse"])
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    pg, qg, pd, qd = warm_starts(args.grid, args.batch, args.noise, args.seed)
+    print(f"torch {torch.__version__}, CPU ({platform.processor() or platform.machine()}), {args.threads} thread(s); "
+          f"{args.grid}, {args.batch} warm starts (test records, noise {args.noise}, seed {args.seed})")
+    results = {}
+    for backend in args.backends:
+        t0 = time.perf_counter()
+        lf = LoadFlowProblem(args.grid, backend=backend)
+        setup = time.perf_counter() - t0
+        results[backend] = (lf.solve(pg, qg, pd, qd), setup)
+
+    header = f"{'backend':>8} {'s/batch':>9} {'ms/warm start':>14} {'setup s':>8} {'failed':>7} {'median iters':>13}"
+    print(header)
+    print("-" * len(header))
+    for backend, (r, setup) in results.items():
+        print(f"{backend:>8} {r.seconds:>9.2f} {1e3 * r.seconds / args.batch:>14.1f} {setup:>8.2f} {r.n_failed:>7d} "
+              f"{np.median(r.iterations):>13.0f}")
+    if len(results) == 2:
+        (a, _), (b, _) = results["dense"], results["sparse"]
+        both = a.converged & b.converged
+        diff = {key: float(np.abs(getattr(a, key) - getattr(b, key))[both].max(initial=0.0))
+                for key in ("pg", "qg", "v", "theta")}
+        print(f"speed-up sparse/dense: {a.seconds / b.seconds:.1f}x; same converged flags: "
+              f"{np.array_equal(a.converged, b.converged)}; largest |dense - sparse| over {int(both.sum())} "
+              "warm starts solved by both: " + ", ".join(f"{k} {v:.1e}" for k, v in diff.items()))
+
+
+if __name__ == "__main__":
+    main()
