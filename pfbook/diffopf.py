@@ -43,7 +43,7 @@ from .loadflow import LoadFlowProblem
 __all__ = ["DiffOPFConfig", "diffopf_grid", "api_load_factor", "OPFRecords", "load_records", "train_prior",
            "conditional_guidance", "sample_dispatch", "GridRun", "run_grid", "DeepOPF", "train_deepopf", "evaluate_warm_starts",
            "table_one", "table_two", "paper_table_one", "paper_table_two", "steps_tradeoff", "plot_marginals",
-           "plot_tradeoff", "save_summary", "load_tables", "GRID_LABELS", "PROFILE_GRIDS"]
+           "plot_tradeoff", "save_summary", "load_tables", "speed_across", "GRID_LABELS", "PROFILE_GRIDS"]
 
 GRID_LABELS = {"case5": "PJM", "case5_api": "PJM-API", "case14": "IEEE 14-Bus", "case24_ieee_rts": "IEEE 24-Bus",
                "case118": "IEEE 118-Bus"}
@@ -633,6 +633,30 @@ def _frame(split: Mapping) -> pd.DataFrame:
     df = pd.DataFrame(split["data"], columns=pd.MultiIndex.from_tuples(cols) if cols and isinstance(cols[0], tuple)
                       else cols)
     return df
+
+
+def speed_across(*folders: "str | Path", profile: str = "default") -> pd.DataFrame:
+    """Per grid of the stored summaries (first folder first), the sampler with the fewest network calls among
+    those within tolerance of the reference in the summary's speed table, and its seconds per 250-sample batch:
+    sampling, load flows and the two together (CPU or GPU, as the run was made; ``device`` says which)."""
+    import json
+
+    rows, seen = {}, set()
+    for folder in folders:
+        for path in sorted(Path(folder).glob(f"*/{SUMMARY_NAME.format(profile=check_profile(profile))}")):
+            obj = json.loads(path.read_text())
+            if obj["grid"] in seen or "steps" not in obj.get("tables", {}):
+                continue
+            seen.add(obj["grid"])
+            st = _frame(obj["tables"]["steps"]).set_index("index")
+            ok = st[st["within"].astype(bool)]
+            name = ok.index[int(np.argmin(ok["network calls"].to_numpy()))]
+            r, n = st.loc[name], obj["config"]["n_draw"]
+            rows[GRID_LABELS.get(obj["grid"], obj["grid"])] = {
+                "reference": st.index[0], "fewest within": name, "sampling s": r["sampling s per load"] * 250 / n,
+                "load flow s": r["load flow s per load"] * 250 / n, "s per 250-sample batch": r["s per 250-sample batch"],
+                "device": obj["config"]["device"], "run": obj.get("created", "")[:10]}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 #: the index levels of the tables a summary holds

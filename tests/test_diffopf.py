@@ -175,3 +175,17 @@ def test_table_one_summaries_round_trip_and_the_first_folder_wins(tmp_path):
         do.load_tables(tmp_path / "book", profile="default")
     with pytest.raises(ValueError, match="unknown table"):
         do.load_tables(tmp_path / "book", table="table3")
+
+
+def test_speed_across_picks_the_fewest_steps_within_tolerance(tmp_path):
+    import pandas as pd
+
+    steps = pd.DataFrame({"network calls": [1000, 100, 20, 10], "sampling s per load": [4.0, 0.4, 0.08, 0.04],
+                          "load flow s per load": [0.1, 0.1, 0.1, 0.1], "within": [True, True, True, False]},
+                         index=["DDPM", "DDIM 100", "DDIM 20", "DDIM 10"])
+    steps["s per 250-sample batch"] = steps["sampling s per load"] + steps["load flow s per load"]
+    do.save_summary(tmp_path / "case5", {"steps": steps}, do.DiffOPFConfig(grid="case5"), "default")
+    got = do.speed_across(tmp_path, profile="default")
+    assert list(got.index) == ["PJM"] and got.loc["PJM", "fewest within"] == "DDIM 20"
+    assert got.loc["PJM", "reference"] == "DDPM"
+    assert abs(got.loc["PJM", "s per 250-sample batch"] - 0.18) < 1e-12
