@@ -33,7 +33,7 @@ from .config import PROFILES, check_profile, published_results
 from .diffusion import (DDIMSampler, DDPMSampler, DiffusionModel, GradientGuidance, MLPDenoiser, Normaliser,
                         Sampler, Schedule, TrainConfig, Trainer, ramp)
 from .grids import Grid, load_grid
-from .io import atomic_write_json
+from .io import atomic_write_json, summary_table
 from .physics import bus_power, grid_tensors, nodal_mismatch
 from .records import FEATURES, imbalance_residual, load_data, mismatch, mismatch_constraint, split_features
 
@@ -404,22 +404,7 @@ def load_summaries(*folders: "str | Path", profiles: Sequence[str] | None = None
     ``folders`` are searched in order and the first summary found for a (grid, profile) wins, so a fresh run in
     ``runs/`` shadows the published one in ``book/results/``. ``profiles`` keeps only those profiles (default: all).
     """
-    import json
-
-    frames, seen = [], set()
-    for folder in folders:
-        for profile in profiles or PROFILES:
-            for path in sorted(Path(folder).glob(f"*/{SUMMARY_NAME.format(profile=check_profile(profile))}")):
-                obj = json.loads(path.read_text())
-                if (obj["grid"], obj["profile"]) in seen:
-                    continue
-                seen.add((obj["grid"], obj["profile"]))
-                df = pd.DataFrame.from_dict(obj["table"], orient="index").astype(float)
-                df.index.name = "samples"
-                frames.append(df.assign(grid=obj["grid"], profile=obj["profile"]).reset_index())
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames).set_index(["grid", "profile", "samples"])
+    return summary_table(folders, SUMMARY_NAME, [check_profile(p) for p in (profiles or PROFILES)], "samples")
 
 
 # ---------------------------------------------------------------------------------------- figures (Figs. 5 and 6)

@@ -124,3 +124,37 @@ class StoredDataset:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         return cls(arrays, meta, path)
+
+
+def read_summaries(folders, pattern: str, profiles) -> list[dict]:
+    """The chapter summaries ``<folder>/<grid>/<pattern with {profile}>`` of ``folders``, searched in order; the first
+    one found for a (grid, profile) wins, so a fresh run in ``runs/`` shadows the book's published result."""
+    out, seen = [], set()
+    for folder in folders:
+        for profile in profiles:
+            for path in sorted(Path(folder).glob(f"*/{pattern.format(profile=profile)}")):
+                try:
+                    obj = json.loads(path.read_text())
+                    key = (obj["grid"], obj["profile"])
+                except (ValueError, KeyError, TypeError) as err:
+                    raise DatasetError(f"{path} is not a chapter summary ({err!r}); delete it or rerun the chapter "
+                                       "for its grid to rewrite it") from None
+                if key not in seen:
+                    seen.add(key)
+                    out.append(obj)
+    return out
+
+
+def summary_table(folders, pattern: str, profiles, level: str):
+    """The ``table`` of every summary :func:`read_summaries` finds, stacked as one DataFrame indexed by
+    (grid, profile, ``level``), ``level`` naming the rows of each table."""
+    import pandas as pd
+
+    frames = []
+    for obj in read_summaries(folders, pattern, profiles):
+        df = pd.DataFrame.from_dict(obj["table"], orient="index").astype(float)
+        df.index.name = level
+        frames.append(df.assign(grid=obj["grid"], profile=obj["profile"]).reset_index())
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames).set_index(["grid", "profile", level])

@@ -40,7 +40,7 @@ from .diffusion import (DDPMSampler, DiffusionModel, Guidance, GuidanceState, La
                         Normaliser, ProjectionGuidance, Schedule, TrainConfig, Trainer, UNetMLPDenoiser, fit_schedule,
                         mmd_rbf, sliced_wasserstein)
 from .grids import Grid, load_grid
-from .io import atomic_write_json
+from .io import atomic_write_json, summary_table
 from .physics import grid_tensors, injections, limit_violations, mismatch_magnitude, nodal_mismatch
 
 __all__ = ["FEATURES", "PAPER_TABLE_I", "PAPER_GAMMA_T", "PhysicsInformedConfig", "PIData", "load_data",
@@ -598,20 +598,13 @@ def save_summary(folder: "str | Path", table: pd.DataFrame, cfg: PhysicsInformed
     return atomic_write_json(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), obj)
 
 
-def load_summaries(runs: "str | Path", profiles: Sequence[str] | None = None) -> pd.DataFrame:
-    """Every ``<runs>/<grid>/physics-informed-summary-<profile>.json`` as one table indexed by (grid, profile, model)."""
-    import json
+def load_summaries(*folders: "str | Path", profiles: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every ``<folder>/<grid>/physics-informed-summary-<profile>.json`` as one table indexed by (grid, profile, model).
 
-    frames = []
-    for profile in profiles or PROFILES:
-        for path in sorted(Path(runs).glob(f"*/{SUMMARY_NAME.format(profile=check_profile(profile))}")):
-            obj = json.loads(path.read_text())
-            df = pd.DataFrame.from_dict(obj["table"], orient="index").astype(float)
-            df.index.name = "model"
-            frames.append(df.assign(grid=obj["grid"], profile=obj["profile"]).reset_index())
-    if not frames:
-        return pd.DataFrame()
-    return pd.concat(frames).set_index(["grid", "profile", "model"])
+    ``folders`` are searched in order and the first summary found for a (grid, profile) wins, so a fresh run in
+    ``runs/`` shadows the published one in ``book/results/``.
+    """
+    return summary_table(folders, SUMMARY_NAME, [check_profile(p) for p in (profiles or PROFILES)], "model")
 
 
 # ---------------------------------------------------------------------------------------- figures

@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pfbook.io import atomic_write_json, json_safe
 
@@ -18,3 +19,24 @@ def test_json_safe_makes_a_table_strict_json(tmp_path):
     path = atomic_write_json(tmp_path / "t.json", obj)
     assert json.loads(path.read_text()) == back
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"]   # no temporary file left behind
+
+
+def test_read_summaries_first_folder_wins_and_names_a_corrupt_file(tmp_path):
+    from pfbook.io import DatasetError, atomic_write_json, read_summaries, summary_table
+
+    def put(folder, grid, profile, value):
+        atomic_write_json(tmp_path / folder / grid / f"x-summary-{profile}.json",
+                          {"grid": grid, "profile": profile, "table": {"row": {"v": value}}})
+
+    put("runs", "case5", "default", 1.0)
+    put("book", "case5", "default", 2.0)
+    put("book", "case14", "default", 3.0)
+    put("book", "case14", "ci", 4.0)
+    got = read_summaries([tmp_path / "runs", tmp_path / "book"], "x-summary-{profile}.json", ["default"])
+    assert [(o["grid"], o["table"]["row"]["v"]) for o in got] == [("case5", 1.0), ("case14", 3.0)]
+    table = summary_table([tmp_path / "runs", tmp_path / "book"], "x-summary-{profile}.json", ["default", "ci"], "row")
+    assert table.loc[("case14", "ci", "row"), "v"] == 4.0 and len(table) == 3
+
+    (tmp_path / "book" / "case14" / "x-summary-default.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="case14.*not a chapter summary"):
+        read_summaries([tmp_path / "book"], "x-summary-{profile}.json", ["default"])
