@@ -19,7 +19,6 @@ units) come from :mod:`pfbook.records`, the layer both chapters share.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,7 +32,7 @@ from .config import PROFILES, check_profile, published_results
 from .diffusion import (DDIMSampler, DDPMSampler, DiffusionModel, GradientGuidance, MLPDenoiser, Normaliser,
                         Sampler, Schedule, TrainConfig, Trainer, ramp)
 from .grids import Grid, load_grid
-from .io import atomic_write_json, summary_table
+from .io import summary_table, write_summary
 from .physics import bus_power, grid_tensors, nodal_mismatch
 from .records import FEATURES, imbalance_residual, load_data, mismatch, mismatch_constraint, split_features
 
@@ -388,14 +387,8 @@ def save_summary(folder: "str | Path", table: pd.DataFrame, cfg: ConstrainedConf
 
     One file per profile, so a ``ci`` smoke run never overwrites the results of a ``default`` or ``paper`` run.
     """
-    obj = {"grid": cfg.grid, "profile": profile, "config": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "table": json_table(table), **(extra or {})}
-    return atomic_write_json(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), obj)
-
-
-def json_table(table: pd.DataFrame) -> dict:
-    return {str(r): {str(c): (None if (isinstance(v, float) and not math.isfinite(v)) else v)
-                     for c, v in row.items()} for r, row in table.iterrows()}
+    return write_summary(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), cfg, profile,
+                         {"grid": cfg.grid}, table=table.to_dict(orient="index"), **(extra or {}))
 
 
 def load_summaries(*folders: "str | Path", profiles: Sequence[str] | None = None) -> pd.DataFrame:

@@ -37,7 +37,7 @@ from .config import check_profile, data_dir
 from .diffusion import (ClampGuidance, Compose, DDIMSampler, DDPMSampler, DiffusionModel, Layout, MLPDenoiser, Normaliser,
                         ObservationGuidance, ReplacementGuidance, Schedule, TrainConfig, Trainer)
 from .grids import Grid, load_grid
-from .io import atomic_write_json, json_safe
+from .io import read_summaries, write_summary
 from .loadflow import LoadFlowProblem
 
 __all__ = ["DiffOPFConfig", "diffopf_grid", "api_load_factor", "OPFRecords", "load_records", "train_prior",
@@ -619,12 +619,9 @@ SUMMARY_NAME = "diffopf-summary-{profile}.json"
 def save_summary(folder: "str | Path", tables: Mapping[str, pd.DataFrame], cfg: DiffOPFConfig, profile: str,
                  extra: dict | None = None) -> Path:
     """Write the tables with the configuration to ``folder/diffopf-summary-<profile>.json`` (atomically)."""
-    def plain(df: pd.DataFrame) -> list:
-        return json_safe(df.reset_index().astype(object).to_dict(orient="split"))
-
-    obj = {"grid": cfg.grid, "profile": profile, "config": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "tables": {k: plain(v) for k, v in tables.items()}, **(extra or {})}
-    return atomic_write_json(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), obj)
+    return write_summary(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), cfg, profile,
+                         {"grid": cfg.grid}, tables={k: v.reset_index().astype(object).to_dict(orient="split")
+                                                     for k, v in tables.items()}, **(extra or {}))
 
 
 def _frame(split: Mapping) -> pd.DataFrame:
@@ -639,15 +636,9 @@ def speed_across(*folders: "str | Path", profile: str = "default") -> pd.DataFra
     """Per grid of the stored summaries (first folder first), the sampler with the fewest network calls among
     those within tolerance of the reference in the summary's speed table, and its seconds per 250-sample batch:
     sampling, load flows and the two together (CPU or GPU, as the run was made; ``device`` says which)."""
-    import json
-
-    rows, seen = {}, set()
-    for folder in folders:
-        for path in sorted(Path(folder).glob(f"*/{SUMMARY_NAME.format(profile=check_profile(profile))}")):
-            obj = json.loads(path.read_text())
-            if obj["grid"] in seen or "steps" not in obj.get("tables", {}):
-                continue
-            seen.add(obj["grid"])
+    rows = {}
+    for obj in read_summaries(folders, SUMMARY_NAME, [check_profile(profile)], what="DiffOPF summary"):
+        if "steps" in obj.get("tables", {}):
             st = _frame(obj["tables"]["steps"]).set_index("index")
             ok = st[st["within"].astype(bool)]
             name = ok.index[int(np.argmin(ok["network calls"].to_numpy()))]
@@ -670,21 +661,18 @@ def load_tables(*folders: "str | Path", profile: str = "default", table: str = "
     wins, so a fresh run in ``runs/`` shadows the published one in ``book/results/``. A column ``run`` holds each
     row's date.
     """
-    import json
-
     if table not in TABLE_INDEX:
         raise ValueError(f"unknown table {table!r}; choose one of {sorted(TABLE_INDEX)}")
     names = TABLE_INDEX[table]
     rows, seen = [], set()
     for folder in folders:
-        for path in sorted(Path(folder).glob(f"*/{SUMMARY_NAME.format(profile=check_profile(profile))}")):
+        for obj in read_summaries([folder], SUMMARY_NAME, [check_profile(profile)], what="DiffOPF summary"):
             try:
-                obj = json.loads(path.read_text())
                 df = _frame(obj["tables"][table])
                 df = df.set_index([c for c in df.columns if (c[0] if isinstance(c, tuple) else c) in names])
             except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"{path} is not a DiffOPF summary with {table} ({err!r}); delete it or rerun the "
-                                 "chapter for its grid to rewrite it") from None
+                raise ValueError(f"the {obj['grid']} summary in {folder} is not a DiffOPF summary with {table} "
+                                 f"({err!r}); delete it or rerun the chapter for its grid to rewrite it") from None
             df.index.names = list(names)
             keep = [k for k in df.index if k not in seen]
             seen.update(keep)

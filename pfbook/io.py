@@ -126,9 +126,20 @@ class StoredDataset:
         return cls(arrays, meta, path)
 
 
-def read_summaries(folders, pattern: str, profiles) -> list[dict]:
+def write_summary(path: Path, cfg: Any, profile: str, identity: dict, **content: Any) -> Path:
+    """A chapter's result file at ``path``: ``identity`` (e.g. the grid), the profile, the configuration
+    (``cfg.to_dict()``), the date, then ``content`` (its tables and extras), made JSON-safe and written atomically."""
+    import time
+
+    obj = {**identity, "profile": profile, "config": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           **content}
+    return atomic_write_json(path, json_safe(obj))
+
+
+def read_summaries(folders, pattern: str, profiles, what: str = "chapter summary") -> list[dict]:
     """The chapter summaries ``<folder>/<grid>/<pattern with {profile}>`` of ``folders``, searched in order; the first
-    one found for a (grid, profile) wins, so a fresh run in ``runs/`` shadows the book's published result."""
+    one found for a (grid, profile) wins, so a fresh run in ``runs/`` shadows the book's published result. A file
+    that is not one (``what`` names the kind in the error) is a :class:`DatasetError` naming the file."""
     out, seen = [], set()
     for folder in folders:
         for profile in profiles:
@@ -137,7 +148,7 @@ def read_summaries(folders, pattern: str, profiles) -> list[dict]:
                     obj = json.loads(path.read_text())
                     key = (obj["grid"], obj["profile"])
                 except (ValueError, KeyError, TypeError) as err:
-                    raise DatasetError(f"{path} is not a chapter summary ({err!r}); delete it or rerun the chapter "
+                    raise DatasetError(f"{path} is not a {what} ({err!r}); delete it or rerun the chapter "
                                        "for its grid to rewrite it") from None
                 if key not in seen:
                     seen.add(key)

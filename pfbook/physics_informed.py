@@ -24,7 +24,6 @@ The method composes the power-system layer (:mod:`pfbook.physics`) with the diff
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -40,7 +39,7 @@ from .diffusion import (DDPMSampler, DiffusionModel, Guidance, GuidanceState, La
                         Normaliser, ProjectionGuidance, Schedule, TrainConfig, Trainer, UNetMLPDenoiser, fit_schedule,
                         mmd_rbf, sliced_wasserstein)
 from .grids import Grid, load_grid
-from .io import atomic_write_json, summary_table
+from .io import summary_table, write_summary
 from .physics import grid_tensors, injections, limit_violations, mismatch_magnitude, nodal_mismatch
 
 __all__ = ["FEATURES", "PAPER_TABLE_I", "PAPER_GAMMA_T", "PhysicsInformedConfig", "PIData", "load_data",
@@ -591,11 +590,8 @@ SUMMARY_NAME = "physics-informed-summary-{profile}.json"
 def save_summary(folder: "str | Path", table: pd.DataFrame, cfg: PhysicsInformedConfig, profile: str,
                  extra: dict | None = None) -> Path:
     """Write ``table`` with its configuration to ``folder/physics-informed-summary-<profile>.json`` (atomically)."""
-    table_obj = {str(r): {str(c): (None if (isinstance(v, float) and not math.isfinite(v)) else float(v))
-                          for c, v in row.items()} for r, row in table.iterrows()}
-    obj = {"grid": cfg.grid, "profile": profile, "config": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "table": table_obj, **(extra or {})}
-    return atomic_write_json(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), obj)
+    return write_summary(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), cfg, profile,
+                         {"grid": cfg.grid}, table=table.to_dict(orient="index"), **(extra or {}))
 
 
 def load_summaries(*folders: "str | Path", profiles: Sequence[str] | None = None) -> pd.DataFrame:

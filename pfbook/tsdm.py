@@ -28,7 +28,6 @@ before/after recovery are functions here; the baselines live in :mod:`pfbook.tsd
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -42,7 +41,7 @@ from .config import check_profile, data_dir
 from .corruptions import ATTACKS, LOSSES, corrupt_batch, paper_magnitudes
 from .diffusion import (ClampGuidance, Compose, ConvUNetDenoiser, DDIMSampler, DDPMSampler, DiffusionModel, Layout,
                         NoiseCorrectionGuidance, Normaliser, ReplacementGuidance, Sampler, Schedule, TrainConfig, Trainer)
-from .io import DatasetError, atomic_write_json, json_safe
+from .io import DatasetError, write_summary
 
 __all__ = ["TSDMConfig", "Windows", "load_windows", "train_prior", "TSDM", "Recovery", "recover", "weighted_rmse",
            "channel_weights", "SCENARIOS", "corrupt_windows", "recovery_table", "speed_table", "omega_sweep",
@@ -758,15 +757,9 @@ SUMMARY_NAME = "tsdm-summary-{system}-{profile}.json"
 def save_summary(folder: "str | Path", tables: Mapping[str, pd.DataFrame], cfg: TSDMConfig, profile: str,
                  extra: dict | None = None) -> Path:
     """Write the tables with the configuration to ``folder/tsdm-summary-<system>-<profile>.json`` (atomically)."""
-    def js(df: pd.DataFrame):
-        return json_safe(df.reset_index().to_dict(orient="records"))
-
-    obj = {"system": cfg.system, "profile": profile, "config": cfg.to_dict(),
-           "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "tables": {k: js(v) for k, v in tables.items()},
-           **(extra or {})}
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    return atomic_write_json(Path(folder) / SUMMARY_NAME.format(system=cfg.system, profile=check_profile(profile)),
-                             obj)
+    return write_summary(Path(folder) / SUMMARY_NAME.format(system=cfg.system, profile=check_profile(profile)), cfg,
+                         profile, {"system": cfg.system},
+                         tables={k: v.reset_index().to_dict(orient="records") for k, v in tables.items()}, **(extra or {}))
 
 
 
