@@ -145,7 +145,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     for grid in args.grid:
         runs = rerun(grid, chapters=args.chapters, profile=args.profile or default_profile(), out=args.out,
                      device=args.device, seed=args.seed, timeout=args.timeout, book=args.book,
-                     log=sys.stderr)
+                     log=sys.stderr, overrides=parse_settings(args.set))
         print(format_table(runs))
         failed = sum(not r.ok for r in runs)
         n_failed, n_runs = n_failed + failed, n_runs + len(runs)
@@ -154,6 +154,25 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     if len(args.grid) > 1:
         print(f"{len(args.grid)} grids: {n_runs - n_failed} of {n_runs} chapter runs succeeded.")
     return 1 if n_failed else 0
+
+
+def parse_settings(items: Sequence[str] | None) -> dict:
+    """``["n_test=100", "sampler=DDIM 20"]`` -> ``{"n_test": 100, "sampler": "DDIM 20"}``: each value read as a
+    Python literal (number, tuple, None, True) when it is one, else kept as text; never evaluated as code."""
+    import ast
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--set takes KEY=VALUE with KEY a setting name, e.g. --set n_test=100; got {item!r}")
+        try:
+            val = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            val = value.strip()
+        out[key] = list(val) if isinstance(val, tuple) else val   # papermill writes lists, not tuples
+    return out
 
 
 # ---------------------------------------------------------------------- parser
@@ -281,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--book", default=None, metavar="DIR",
                    help="folder holding the book's _toc.yml (default: found from the current "
                         "directory upward, else the source tree pfbook is installed from)")
+    p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
+                   help="change one setting of the profile in the method chapters (04-07), e.g. "
+                        "--set n_test=100 --set n_draw=250; repeatable; the chapter names its settings")
     p.set_defaults(func=cmd_rerun)
     return parser
 

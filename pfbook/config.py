@@ -75,3 +75,57 @@ class OPFDataConfig:
     def for_profile(cls, profile: str, grid: str = "case5", seed: int = 0) -> "OPFDataConfig":
         n = {"ci": 60, "default": 1000, "paper": 5000}[check_profile(profile)]
         return replace(cls(), grid=grid, n_samples=n, seed=seed)
+
+
+def apply_overrides(cfg, overrides: "dict | None"):
+    """``cfg`` (a chapter's settings dataclass) with the fields named in ``overrides`` replaced.
+
+    This is how a chapter's papermill parameter ``overrides`` (and ``pfbook rerun --set KEY=VALUE``) changes single
+    settings of a profile, e.g. ``{"n_test": 100, "n_draw": 250}``. Values are checked against the field's
+    current type (an int where an int is, a tuple from a list); an unknown field is an error that lists the
+    known ones.
+    """
+    from dataclasses import fields, is_dataclass
+
+    if not overrides:
+        return cfg
+    if not is_dataclass(cfg):
+        raise TypeError(f"overrides apply to a settings dataclass, not {type(cfg).__name__}")
+    if not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict of setting -> value; got {type(overrides).__name__}")
+    known = {f.name for f in fields(cfg)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"{type(cfg).__name__} has no setting {', '.join(map(repr, unknown))}; "
+                         f"its settings are: {', '.join(sorted(known))}")
+    changes = {}
+    for name, value in overrides.items():
+        current = getattr(cfg, name)
+        changes[name] = _coerce(name, value, current)
+    return replace(cfg, **changes)
+
+
+def _coerce(name: str, value, current):
+    """``value`` converted to the type of ``current`` where that is safe, else a ValueError naming the setting."""
+    if current is None or value is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(current, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(current, tuple):
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+    else:
+        return value
+    raise ValueError(f"setting {name!r} expects a {type(current).__name__} (now {current!r}); got {value!r}")

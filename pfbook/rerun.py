@@ -187,6 +187,16 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def notebook_parameters(source: Path) -> list[str]:
+    """Names assigned at the top level of a notebook's papermill ``parameters`` cell."""
+    nb = json.loads(Path(source).read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            text = "".join(cell.get("source", []))
+            return re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=", text, flags=re.M)
+    return []
+
+
 def run_chapter(source: Path, out_dir: Path, parameters: dict[str, Any],
                 timeout: float | None = None) -> ChapterRun:
     """Execute one chapter notebook into ``out_dir`` (see the module docstring for the file names)."""
@@ -225,7 +235,7 @@ def run_chapter(source: Path, out_dir: Path, parameters: dict[str, Any],
 def rerun(grid: str, chapters: Sequence[str] | None = None, profile: str = "default",
           out: str | os.PathLike | None = None, device: str = "cpu", seed: int = 0,
           timeout: float | None = None, book: str | os.PathLike | None = None,
-          log: Any = None) -> list[ChapterRun]:
+          log: Any = None, overrides: dict[str, Any] | None = None) -> list[ChapterRun]:
     """Execute chapters with ``grid``, ``profile``, ``device`` and ``seed`` as their parameters.
 
     Parameters
@@ -239,6 +249,8 @@ def rerun(grid: str, chapters: Sequence[str] | None = None, profile: str = "defa
     timeout : seconds a single cell may run before the chapter counts as failed (None: no limit).
     book : folder holding ``_toc.yml``; found from the current directory upward if None.
     log : a text stream for one progress line per chapter (e.g. ``sys.stderr``), or None.
+    overrides : single settings of the profile changed, e.g. ``{"n_test": 100}``, passed as the chapters'
+        ``overrides`` parameter (:func:`pfbook.config.apply_overrides`); every chosen chapter must take it.
 
     Writes ``out/<grid>/summary.json`` and returns one :class:`ChapterRun` per chapter, in order.
     """
@@ -250,6 +262,12 @@ def rerun(grid: str, chapters: Sequence[str] | None = None, profile: str = "defa
     if str(grid).endswith(".m") and Path(grid).is_file():
         grid = str(Path(grid).resolve())  # the chapters run in book/, not in the caller's folder
     parameters = {"grid": str(grid), "profile": profile, "device": device, "seed": int(seed)}
+    if overrides:
+        lacking = [name for name, source in todo.items() if "overrides" not in notebook_parameters(source)]
+        if lacking:
+            raise ValueError(f"chapter(s) {', '.join(lacking)} take no 'overrides' parameter; choose chapters "
+                             f"that do (the method chapters) with --chapters, or drop --set")
+        parameters["overrides"] = dict(overrides)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     runs: list[ChapterRun] = []
     with _environ(**{PROFILE_ENV: profile}):

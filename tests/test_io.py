@@ -40,3 +40,20 @@ def test_read_summaries_first_folder_wins_and_names_a_corrupt_file(tmp_path):
     (tmp_path / "book" / "case14" / "x-summary-default.json").write_text("{not json")
     with pytest.raises(DatasetError, match="case14.*not a chapter summary"):
         read_summaries([tmp_path / "book"], "x-summary-{profile}.json", ["default"])
+
+
+def test_apply_overrides_checks_names_and_types():
+    from pfbook.config import apply_overrides
+    from pfbook.diffopf import DiffOPFConfig
+
+    cfg = DiffOPFConfig.for_profile("ci", grid="case5")
+    new = apply_overrides(cfg, {"n_test": 100, "n_draw": 250.0, "step_sweep": ["DDIM 10"], "guidance_scale": 2})
+    assert (new.n_test, new.n_draw, new.step_sweep, new.guidance_scale) == (100, 250, ("DDIM 10",), 2.0)
+    assert isinstance(new.n_draw, int) and isinstance(new.guidance_scale, float)
+    assert new.width == cfg.width and apply_overrides(cfg, {}) is cfg
+    with pytest.raises(ValueError, match="no setting 'n_tests'.*n_test"):
+        apply_overrides(cfg, {"n_tests": 100})
+    with pytest.raises(ValueError, match="'n_test' expects a int"):
+        apply_overrides(cfg, {"n_test": "many"})
+    with pytest.raises(ValueError, match="'n_draw' expects a int"):
+        apply_overrides(cfg, {"n_draw": 2.5})

@@ -136,3 +136,38 @@ def test_this_repository_book_lists_its_chapters():
                                           ("/some/where/my_case.m", "my_case")])
 def test_grid_folder_name(grid, folder):
     assert grid_folder_name(grid) == folder
+
+
+def test_set_passes_settings_to_chapters_that_take_overrides(book: Path, tmp_path: Path):
+    """`--set KEY=VALUE` reaches the chapter as its `overrides` parameter, values read as literals, never run."""
+    nb = nbformat.read(book / "book" / "good.ipynb", as_version=4)
+    nb.cells[1].source += "\noverrides = {}"
+    nb.cells.append(new_code_cell("with open('overrides.json', 'w') as f:\n    json.dump(overrides, f)"))
+    nbformat.write(nb, book / "book" / "good.ipynb")
+    out = tmp_path / "r"
+    result = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--out", str(out),
+                    "--set", "n_test=100", "--set", "sampler=DDIM 20", "--set", "mults=(1, 2)",
+                    "--set", "note=__import__('os').remove('x')", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = json.loads((book / "book" / "overrides.json").read_text())
+    assert got == {"n_test": 100, "sampler": "DDIM 20", "mults": [1, 2], "note": "__import__('os').remove('x')"}
+    assert json.loads((out / "case5" / "summary.json").read_text())["parameters"]["overrides"]["n_test"] == 100
+
+    # a chapter without the parameter would silently ignore the settings: refused before anything runs
+    result = pfbook("rerun", "--grid", "case5", "--book", str(book), "--out", str(tmp_path / "r2"),
+                    "--set", "n_test=100", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "bad" in result.stderr and "overrides" in result.stderr
+    assert not (tmp_path / "r2" / "case5" / "summary.json").exists()
+    bad = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--set", "n_test",
+                 cwd=tmp_path)
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
+def test_method_chapters_take_overrides():
+    root = Path(__file__).resolve().parents[1]
+    from pfbook.rerun import notebook_parameters
+
+    for name in ("04_constrained_diffusion", "05_diffopf", "06_physics_informed_ddpm", "07_tsdm_recovery"):
+        params = notebook_parameters(root / "book" / f"{name}.ipynb")
+        assert {"grid", "profile", "device", "seed", "overrides"} <= set(params), (name, params)
