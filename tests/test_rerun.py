@@ -165,9 +165,14 @@ def test_set_passes_settings_to_chapters_that_take_overrides(book: Path, tmp_pat
 
 
 def test_method_chapters_take_overrides():
+    """Both pfbook and papermill read the method chapters' parameters, `overrides` among them."""
+    import papermill
+
     root = Path(__file__).resolve().parents[1]
     from pfbook.rerun import notebook_parameters
 
     for name in ("04_constrained_diffusion", "05_diffopf", "06_physics_informed_ddpm", "07_tsdm_recovery"):
-        params = notebook_parameters(root / "book" / f"{name}.ipynb")
+        path = root / "book" / f"{name}.ipynb"
+        params = notebook_parameters(path)
         assert {"grid", "profile", "device", "seed", "overrides"} <= set(params), (name, params)
+        assert set(params) == set(papermill.inspect_notebook(str(path))), name
