@@ -370,6 +370,7 @@ class LoadFlowResult:
     distance: np.ndarray      # (B,) objective (20a): ||p̃_g - p_g||² + ||q̃_g - q_g||²  (p.u.²)
     balance: np.ndarray       # (B,) max nodal mismatch of the solution (p.u.), from pfbook.physics
     seconds: float
+    retried: int = 0          # warm starts solved a second time with the careful setting (see solve's retry)
 
     @property
     def n_failed(self) -> int:
@@ -377,7 +378,7 @@ class LoadFlowResult:
 
     def __repr__(self) -> str:
         return (f"LoadFlowResult({len(self.converged)} warm starts, {self.n_failed} failed, "
-                f"median {np.median(self.iterations):.0f} iterations, {self.seconds:.2f} s)")
+                f"{self.retried} retried, median {np.median(self.iterations):.0f} iterations, {self.seconds:.2f} s)")
 
 
 # ---------------------------------------------------------------------------------------- solver
@@ -497,11 +498,12 @@ class LoadFlowProblem:
         return x
 
     # ------------------------------------------------------------------ solve
-    def _levenberg_marquardt(self, x, target, iters: int, weights):
+    def _levenberg_marquardt(self, x, target, iters: int, weights, stall: float = 1e-6):
         """Levenberg-Marquardt on the penalised least squares ½ Σ_G r_b²/n_b + ½ w Σ_N r_b², r = S(x) - target.
 
         Monotone (a step is taken only if it lowers the cost; the damping adapts per warm start), so it brings
-        every warm start from the power-flow start into the basin of the KKT Newton iteration. Returns x and the
+        every warm start from the power-flow start into the basin of the KKT Newton iteration. A warm start moves
+        to the next weight once a step lowers its cost by less than ``stall`` (relative). Returns x and the
         multiplier estimate μ_N = w r_N of the penalty problem.
         """
         def evaluate(xx, rows=None):
@@ -540,16 +542,16 @@ class LoadFlowProblem:
                 dVa[idx], dVm[idx] = _where(ok, dVan, dVa[idx]), _where(ok, dVmn, dVm[idx])
                 lam[idx] = torch.where(ok, (li * 0.3).clamp(min=1e-9), li * 10)
                 # a warm start is done with this weight once its cost stalls (or its damping explodes)
-                stalled = (ok & (c0 - cn <= 1e-10 * c0)) | (lam[idx] > 1e10)
+                stalled = (ok & (c0 - cn <= stall * c0)) | (lam[idx] > 1e10)
                 active[idx] = ~stalled
         return x, (w * r)[:, self.rows_N]
 
-    def _solve_chunk(self, pg, qg, pd, qd, max_iter, tol, lm_iters, penalty, x0=None):
+    def _solve_chunk(self, pg, qg, pd, qd, max_iter, tol, lm_iters, penalty, stall, x0=None):
         B, n = len(pg), self.n
         f64 = torch.float64
         target = self._bus_target(pg, qg, pd, qd)
         x = self._power_flow_start(target) if x0 is None else x0.clone()
-        x, mu_N = self._levenberg_marquardt(x, target, lm_iters, penalty)
+        x, mu_N = self._levenberg_marquardt(x, target, lm_iters, penalty, stall)
         V, S, J, mu, F = self._parts(x, mu_N, target)
         res = F.abs().amax(1)
         iters = torch.zeros(B, dtype=torch.long, device=pg.device)
@@ -626,7 +628,7 @@ class LoadFlowProblem:
             x[:, cols] += np.nan_to_num(dx, nan=0.0, posinf=0.0, neginf=0.0)
         return x
 
-    def _levenberg_marquardt_np(self, x, target, iters: int, weights):
+    def _levenberg_marquardt_np(self, x, target, iters: int, weights, stall: float = 1e-6):
         """:meth:`_levenberg_marquardt` on the sparse backend (the same iteration, normal matrices sparse)."""
         sk = self._sk
         rows_N = self._rows_N_np
@@ -662,7 +664,7 @@ class LoadFlowProblem:
                 cost[idx] = np.where(ok, cn, c0)
                 Jv[idx] = np.where(ok[:, None], Jn, J)
                 lam[idx] = np.where(ok, np.maximum(li * 0.3, 1e-9), li * 10)
-                stalled = (ok & (c0 - cn <= 1e-10 * c0)) | (lam[idx] > 1e10)
+                stalled = (ok & (c0 - cn <= stall * c0)) | (lam[idx] > 1e10)
                 active[idx] = ~stalled
         return x, (w * r)[:, rows_N]
 
@@ -683,12 +685,12 @@ class LoadFlowProblem:
         JN = Jv[:, sk.JN]
         return sk.kkt.solve(np.concatenate([H, JN, JN], axis=1), -F)
 
-    def _solve_chunk_sparse(self, pg, qg, pd, qd, max_iter, tol, lm_iters, penalty):
+    def _solve_chunk_sparse(self, pg, qg, pd, qd, max_iter, tol, lm_iters, penalty, stall):
         """:meth:`_solve_chunk` on the sparse backend: NumPy in, the same outputs as torch tensors."""
         B, n = len(pg), self.n
         target = self._bus_target(pg, qg, pd, qd).numpy()
         x = self._power_flow_start_np(target)
-        x, mu_N = self._levenberg_marquardt_np(x, target, lm_iters, penalty)
+        x, mu_N = self._levenberg_marquardt_np(x, target, lm_iters, penalty, stall)
         V, I, S, Jv, mu, F = self._parts_np(x, mu_N, target)
         res = np.abs(F).max(1)
         iters = np.zeros(B, dtype=np.int64)
@@ -737,12 +739,17 @@ class LoadFlowProblem:
         return t(x), pg_new, qg_new, t(conv), t(iters), t(res)
 
     def solve(self, pg, qg, pd, qd, *, max_iter: int = 30, tol: float = 1e-9, lm_iters: int = 20,
-              penalty: tuple[float, ...] = (1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6), chunk: int | None = None) -> LoadFlowResult:
+              penalty: tuple[float, ...] = (1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6), lm_stall: float = 1e-6,
+              retry: bool = True, chunk: int | None = None) -> LoadFlowResult:
         """Solve (20) for warm starts ``pg, qg`` (B, n_gen) with loads ``pd, qd`` ((B, n_load) or (n_load,)), p.u.
 
-        ``tol`` bounds the KKT residual (max |·|, p.u.); ``lm_iters`` Levenberg-Marquardt iterations on the
-        problem with the fixed balances as ``penalty``-weighted residuals come first; ``chunk`` warm starts are solved at once (default:
-        as many as keep a dense n_bus x n_bus complex batch near 2 million entries; 512 on the sparse backend).
+        ``tol`` bounds the KKT residual (max |·|, p.u.). Levenberg-Marquardt on the problem with the fixed
+        balances as ``penalty``-weighted residuals comes first, at most ``lm_iters`` iterations per weight, moving
+        on once a step gains less than ``lm_stall`` (relative). With ``retry`` the warm starts that fail are solved
+        once more with the careful setting (``lm_stall`` = 1e-10, every weight run to its ``lm_iters``), and only
+        those that fail again count as failed (:attr:`LoadFlowResult.retried` says how many were retried).
+        ``chunk`` warm starts are solved at once (default: as many as keep a dense n_bus x n_bus complex batch
+        near 2 million entries; 512 on the sparse backend).
         """
         g, dev, f64 = self.grid, self.device, torch.float64
         pg = torch.as_tensor(np.asarray(pg, dtype=np.float64), device=dev)
@@ -759,13 +766,27 @@ class LoadFlowProblem:
         pd, qd = pd.expand(B, g.n_load), qd.expand(B, g.n_load)
         if not (torch.isfinite(pg).all() and torch.isfinite(qg).all()):
             raise ValueError("warm starts contain NaN or inf; drop those rows before solving")
+        if not lm_stall >= 0:
+            raise ValueError(f"lm_stall must be a non-negative relative decrease; got {lm_stall!r}")
         sparse = self.backend == "sparse"
-        chunk = chunk or (512 if sparse else max(1, int(2_000_000 // self.n ** 2)))
+        if chunk is None:
+            chunk = 512 if sparse else max(1, int(2_000_000 // self.n ** 2))
         solve_chunk = self._solve_chunk_sparse if sparse else self._solve_chunk
+
+        def run(rows, stall):
+            parts = [(pg[k], qg[k], pd[k], qd[k]) for k in (rows[i:i + chunk] for i in range(0, len(rows), chunk))]
+            outs = [solve_chunk(*a, max_iter, tol, lm_iters, penalty, stall) for a in parts]
+            return [torch.cat(z) for z in zip(*outs)]
+
         t0 = time.perf_counter()
-        outs = [solve_chunk(pg[k:k + chunk], qg[k:k + chunk], pd[k:k + chunk], qd[k:k + chunk],
-                                  max_iter, tol, lm_iters, penalty) for k in range(0, B, chunk)]
-        x, pgn, qgn, conv, iters, res = (torch.cat(z) for z in zip(*outs))
+        x, pgn, qgn, conv, iters, res = run(torch.arange(B, device=dev), lm_stall)
+        failed = torch.nonzero(~conv).squeeze(1)
+        retried = 0
+        if retry and len(failed) and lm_stall > 1e-10:
+            retried = len(failed)
+            again = run(failed, 1e-10)
+            for dst, src in zip((x, pgn, qgn, conv, iters, res), again):
+                dst[failed] = src
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
@@ -783,7 +804,7 @@ class LoadFlowProblem:
         np_ = lambda a: a.detach().cpu().numpy()
         return LoadFlowResult(pg=np_(pgn), qg=np_(qgn), v=np_(v), theta=np_(theta), converged=np_(conv),
                               iterations=np_(iters), residual=np_(res), distance=np_(dist), balance=np_(balance),
-                              seconds=seconds)
+                              seconds=seconds, retried=retried)
 
 
 def solve_load_flow(grid: "Grid | str", pg, qg, pd, qd, device: str = "cpu", backend: str = "auto",

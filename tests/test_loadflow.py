@@ -102,7 +102,23 @@ def test_failures_are_reported_not_hidden(case5_points, backend):
     pg, qg, pd, qd = case5_points
     r = LoadFlowProblem("case5", backend=backend).solve(pg * 1.3, qg, pd, qd, max_iter=0, lm_iters=0)
     assert r.n_failed == len(pg) and not r.converged.any()
+    assert r.retried == len(pg)                    # each was tried a second time before it counted as failed
     assert "failed" in repr(r)
+
+
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_quick_and_careful_levenberg_marquardt_agree(backend):
+    """The default LM moves on once a weight gains under 1e-6; the careful one (1e-10) finds the same optima."""
+    pg, qg, pd, qd = (np.repeat(a, 8, axis=0) for a in _opf_points("case14", 5, seed=6))
+    rng = np.random.default_rng(7)
+    pgw, qgw = pg * (1 + 0.1 * rng.standard_normal(pg.shape)), qg + 0.1 * rng.standard_normal(qg.shape)
+    lf = LoadFlowProblem("case14", backend=backend)
+    quick, careful = lf.solve(pgw, qgw, pd, qd), lf.solve(pgw, qgw, pd, qd, lm_stall=1e-10)
+    assert careful.converged.all() and quick.converged.all() and careful.retried == 0
+    for key in ("pg", "qg", "v", "theta"):
+        assert np.abs(getattr(quick, key) - getattr(careful, key)).max() < 1e-8, key
+    with pytest.raises(ValueError, match="lm_stall"):
+        lf.solve(pgw, qgw, pd, qd, lm_stall=-1)
 
 
 def test_bad_input_is_a_clear_error(case5_points):
