@@ -138,7 +138,7 @@ def write_summary(path: Path, cfg: Any, profile: str, identity: dict, **content:
 
 def read_summaries(folders, pattern: str, profiles, what: str = "chapter summary") -> list[dict]:
     """The chapter summaries ``<folder>/<grid>/<pattern with {profile}>`` of ``folders``, searched in order; the first
-    one found for a (grid, profile) wins, so a fresh run in ``runs/`` shadows the book's published result. A file
+    one found for a (grid or system, profile) wins, so a fresh run in ``runs/`` shadows the book's published result. A file
     that is not one (``what`` names the kind in the error) is a :class:`DatasetError` naming the file."""
     out, seen = [], set()
     for folder in folders:
@@ -146,7 +146,7 @@ def read_summaries(folders, pattern: str, profiles, what: str = "chapter summary
             for path in sorted(Path(folder).glob(f"*/{pattern.format(profile=profile)}")):
                 try:
                     obj = json.loads(path.read_text())
-                    key = (obj["grid"], obj["profile"])
+                    key = (obj["grid"] if "grid" in obj else obj["system"], obj["profile"])
                 except (ValueError, KeyError, TypeError) as err:
                     raise DatasetError(f"{path} is not a {what} ({err!r}); delete it or rerun the chapter "
                                        "for its grid to rewrite it") from None

@@ -41,12 +41,12 @@ from .config import check_profile, data_dir
 from .corruptions import ATTACKS, LOSSES, corrupt_batch, paper_magnitudes
 from .diffusion import (ClampGuidance, Compose, ConvUNetDenoiser, DDIMSampler, DDPMSampler, DiffusionModel, Layout,
                         NoiseCorrectionGuidance, Normaliser, ReplacementGuidance, Sampler, Schedule, TrainConfig, Trainer)
-from .io import DatasetError, write_summary
+from .io import DatasetError, read_summaries, write_summary
 
 __all__ = ["TSDMConfig", "Windows", "load_windows", "train_prior", "TSDM", "Recovery", "recover", "weighted_rmse",
            "channel_weights", "SCENARIOS", "corrupt_windows", "recovery_table", "speed_table", "omega_sweep",
            "resample_sweep", "ratio_sweep", "plot_traces", "plot_sweep", "save_summary", "SCADA_SYSTEMS",
-           "PMU_SYSTEMS", "KEPT", "state_estimation"]
+           "PMU_SYSTEMS", "KEPT", "state_estimation", "tables_across"]
 
 #: SCADA systems of Table I and the number of buses in their attack region (paper: M = 24, 48, 96 channels)
 SCADA_SYSTEMS: dict[str, int] = {"case30": 6, "case57": 10, "case118": 20}
@@ -761,6 +761,33 @@ def save_summary(folder: "str | Path", tables: Mapping[str, pd.DataFrame], cfg: 
                          profile, {"system": cfg.system},
                          tables={k: v.reset_index().to_dict(orient="records") for k, v in tables.items()}, **(extra or {}))
 
+
+
+def tables_across(*folders: "str | Path", profile: str = "default", table: str = "table1") -> pd.DataFrame:
+    """Table I (``"table1"``, SCADA systems) or Table III (``"table3"``, PMU systems) of every stored run.
+
+    Reads ``<folder>/<grid>/tsdm-summary-<system>-<profile>.json`` in ``folders`` (first found per system wins, so a
+    fresh run in ``runs/`` shadows a published one in ``book/results/``); rows are indexed by (system, scenario), with
+    the run's date in the column ``run``. A PMU system met in several runs is taken from the first.
+    """
+    if table not in ("table1", "table3"):
+        raise ValueError(f"unknown table {table!r}; choose 'table1' (SCADA) or 'table3' (PMU)")
+    frames, seen = [], set()
+    for obj in read_summaries(folders, "tsdm-summary-*-{profile}.json", [check_profile(profile)],
+                              what="TSDM summary"):
+        try:
+            system = obj["system"] if table == "table1" else obj["pmu_case"]
+            df = pd.DataFrame(obj["tables"][table]).set_index("index")
+        except (KeyError, TypeError, ValueError) as err:
+            raise DatasetError(f"the {obj.get('system')} TSDM summary has no {table} ({err!r}); rerun the chapter "
+                               f"for it to rewrite the file") from None
+        if system in seen:
+            continue
+        seen.add(system)
+        df.index.name = "scenario"
+        frames.append(df.astype(float).assign(system=system, run=obj.get("created", "")[:10])
+                      .reset_index().set_index(["system", "scenario"]))
+    return pd.concat(frames) if frames else pd.DataFrame()
 
 
 # ---------------------------------------------------------------------------------------- state estimation

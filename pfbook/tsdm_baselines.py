@@ -111,17 +111,18 @@ class LSTMPredictor(Baseline):
         self.hidden, self.steps, self.batch, self.lr, self.k = hidden, steps, batch, lr, k
 
     def fit(self, train: np.ndarray) -> "LSTMPredictor":
-        z = torch.as_tensor(self._standardise_fit(train), dtype=torch.float32).transpose(1, 2)   # (n, T, M)
+        z = torch.as_tensor(self._standardise_fit(train), dtype=torch.float32, device=self.device)
+        z = z.transpose(1, 2)                                                                   # (n, T, M)
         self.shape_T = z.shape[1]
         M = z.shape[2]
         torch.manual_seed(self.seed)
-        self.lstm = nn.LSTM(M, self.hidden, batch_first=True)
-        self.head = nn.Linear(self.hidden, M)
+        self.lstm = nn.LSTM(M, self.hidden, batch_first=True).to(self.device)
+        self.head = nn.Linear(self.hidden, M).to(self.device)
         params = list(self.lstm.parameters()) + list(self.head.parameters())
         idx = _batches(len(z), self.batch, self.steps, self.seed)
 
         def loss(k):
-            xb = z[idx[k]]
+            xb = z[idx[k].to(self.device)]
             out, _ = self.lstm(xb[:, :-1])
             return ((self.head(out) - xb[:, 1:]) ** 2).mean()
 
@@ -129,7 +130,7 @@ class LSTMPredictor(Baseline):
         with torch.no_grad():
             out, _ = self.lstm(z[:, :-1])
             err = (self.head(out) - z[:, 1:]).reshape(-1, M)
-        self.sigma = err.pow(2).mean(0).sqrt().numpy()
+        self.sigma = err.pow(2).mean(0).sqrt().detach().cpu().numpy()
         return self
 
     @torch.no_grad()
@@ -139,13 +140,13 @@ class LSTMPredictor(Baseline):
         n, M, T = z.shape
         out = z.copy()
         h = None
-        prev = torch.as_tensor(out[:, :, 0], dtype=torch.float32)
+        prev = torch.as_tensor(out[:, :, 0], dtype=torch.float32, device=self.device)
         for t in range(1, T):
             o, h = self.lstm(prev[:, None, :], h)
-            pred = self.head(o[:, 0]).double().numpy()
+            pred = self.head(o[:, 0]).double().detach().cpu().numpy()
             bad = miss[:, :, t] | (np.abs(z[:, :, t] - pred) > self.k * self.sigma[None])
             out[:, :, t] = np.where(bad, pred, z[:, :, t])
-            prev = torch.as_tensor(out[:, :, t], dtype=torch.float32)
+            prev = torch.as_tensor(out[:, :, t], dtype=torch.float32, device=self.device)
         return self._x(out)
 
 
@@ -206,8 +207,9 @@ class RobustPCA(Baseline):
     def recover(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         miss = self._missing(y, mask)
         z = np.where(miss, 0.0, self._z(np.where(miss, 0.0, y)))
-        L, S = rpca_admm(torch.as_tensor(z), torch.as_tensor(~miss), self.lam, iters=self.iters)
-        L, S = L.numpy(), S.numpy()
+        L, S = rpca_admm(torch.as_tensor(z, device=self.device), torch.as_tensor(~miss, device=self.device),
+                         self.lam, iters=self.iters)
+        L, S = L.detach().cpu().numpy(), S.detach().cpu().numpy()
         out = np.where(miss | (np.abs(S) > 1e-6), L, z)
         return self._x(out)
 
@@ -237,20 +239,20 @@ class VAERecovery(Baseline):
         self.fill_iters = fill_iters
 
     def fit(self, train: np.ndarray) -> "VAERecovery":
-        z = torch.as_tensor(self._standardise_fit(train), dtype=torch.float32)
+        z = torch.as_tensor(self._standardise_fit(train), dtype=torch.float32, device=self.device)
         self.shape_T = z.shape[2]
         x = z.flatten(1)
         D = x.shape[1]
         torch.manual_seed(self.seed)
-        self.enc = _MLP([D, self.hidden, self.hidden, 2 * self.latent])
-        self.dec = _MLP([self.latent, self.hidden, self.hidden, D])
+        self.enc = _MLP([D, self.hidden, self.hidden, 2 * self.latent]).to(self.device)
+        self.dec = _MLP([self.latent, self.hidden, self.hidden, D]).to(self.device)
         idx = _batches(len(x), self.batch, self.steps, self.seed)
         g = torch.Generator().manual_seed(self.seed + 1)
 
         def loss(k):
-            xb = x[idx[k]]
+            xb = x[idx[k].to(self.device)]
             mu, logvar = self.enc(xb).chunk(2, dim=1)
-            w = mu + torch.randn(mu.shape, generator=g) * (0.5 * logvar).exp()
+            w = mu + torch.randn(mu.shape, generator=g).to(self.device) * (0.5 * logvar).exp()
             rec = ((self.dec(w) - xb) ** 2).sum(1) / (2 * self.sigma ** 2)
             kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)
             return (rec + kl).mean() / D
@@ -260,9 +262,9 @@ class VAERecovery(Baseline):
 
     @torch.no_grad()
     def reconstruct(self, z: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(z, dtype=torch.float32).flatten(1)
+        x = torch.as_tensor(z, dtype=torch.float32, device=self.device).flatten(1)
         mu, _ = self.enc(x).chunk(2, dim=1)
-        return self.dec(mu).double().numpy().reshape(z.shape)
+        return self.dec(mu).double().detach().cpu().numpy().reshape(z.shape)
 
     def recover(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         miss = self._missing(y, mask)
@@ -288,14 +290,14 @@ class EncoderWGAN(Baseline):
         self.n_critic, self.gp, self.refine_steps, self.refine_lr = n_critic, gp, refine_steps, refine_lr
 
     def fit(self, train: np.ndarray) -> "EncoderWGAN":
-        z = torch.as_tensor(self._standardise_fit(train), dtype=torch.float32)
+        z = torch.as_tensor(self._standardise_fit(train), dtype=torch.float32, device=self.device)
         self.shape_T = z.shape[2]
         x = z.flatten(1)
         n, D = x.shape
         torch.manual_seed(self.seed)
-        self.G = _MLP([self.latent, self.hidden, self.hidden, D])
-        critic = _MLP([D, self.hidden, self.hidden, 1], act=lambda: nn.LeakyReLU(0.2))
-        self.E = _MLP([D, self.hidden, self.hidden, self.latent])
+        self.G = _MLP([self.latent, self.hidden, self.hidden, D]).to(self.device)
+        critic = _MLP([D, self.hidden, self.hidden, 1], act=lambda: nn.LeakyReLU(0.2)).to(self.device)
+        self.E = _MLP([D, self.hidden, self.hidden, self.latent]).to(self.device)
         opt_g = torch.optim.Adam(self.G.parameters(), lr=self.lr, betas=(0.5, 0.9))
         opt_d = torch.optim.Adam(critic.parameters(), lr=self.lr, betas=(0.5, 0.9))
         g = torch.Generator().manual_seed(self.seed + 1)
@@ -303,16 +305,16 @@ class EncoderWGAN(Baseline):
         self.losses = []
         for k in range(gen_steps):
             for _ in range(self.n_critic):
-                xb = x[torch.randint(0, n, (min(self.batch, n),), generator=g)]
-                fake = self.G(torch.randn(len(xb), self.latent, generator=g)).detach()
-                a = torch.rand(len(xb), 1, generator=g)
+                xb = x[torch.randint(0, n, (min(self.batch, n),), generator=g).to(self.device)]
+                fake = self.G(torch.randn(len(xb), self.latent, generator=g).to(self.device)).detach()
+                a = torch.rand(len(xb), 1, generator=g).to(self.device)
                 mix = (a * xb + (1 - a) * fake).requires_grad_(True)
                 (grad,) = torch.autograd.grad(critic(mix).sum(), mix, create_graph=True)
                 loss_d = critic(fake).mean() - critic(xb).mean() + self.gp * ((grad.norm(dim=1) - 1) ** 2).mean()
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
-            loss_g = -critic(self.G(torch.randn(self.batch, self.latent, generator=g))).mean()
+            loss_g = -critic(self.G(torch.randn(self.batch, self.latent, generator=g).to(self.device))).mean()
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
@@ -322,8 +324,8 @@ class EncoderWGAN(Baseline):
         idx = _batches(n, self.batch, self.steps - gen_steps, self.seed + 2)
 
         def loss_e(k):
-            xb = x[idx[k]]
-            w = torch.randn(len(xb), self.latent, generator=g)
+            xb = x[idx[k].to(self.device)]
+            w = torch.randn(len(xb), self.latent, generator=g).to(self.device)
             return ((self.G(self.E(xb)) - xb) ** 2).mean() + ((self.E(self.G(w)) - w) ** 2).mean()
 
         self.encoder_losses = _adam_loop(self.E.parameters(), loss_e, max(1, self.steps - gen_steps), 1e-3)
@@ -332,8 +334,8 @@ class EncoderWGAN(Baseline):
     def recover(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         miss = self._missing(y, mask)
         z = np.where(miss, 0.0, self._z(np.where(miss, 0.0, y)))
-        x = torch.as_tensor(z, dtype=torch.float32).flatten(1)
-        obs = torch.as_tensor(~miss).flatten(1).float()
+        x = torch.as_tensor(z, dtype=torch.float32, device=self.device).flatten(1)
+        obs = torch.as_tensor(~miss, device=self.device).flatten(1).float()
         with torch.no_grad():
             w0 = self.E(x)
         w = w0.clone().requires_grad_(True)
@@ -344,7 +346,7 @@ class EncoderWGAN(Baseline):
             loss.backward()
             opt.step()
         with torch.no_grad():
-            rec = self.G(w).double().numpy().reshape(z.shape)
+            rec = self.G(w).double().detach().cpu().numpy().reshape(z.shape)
         return self._x(rec if mask is None else np.where(miss, rec, z))
 
 

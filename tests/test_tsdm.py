@@ -7,6 +7,7 @@ import torch
 
 from pfbook import tsdm
 from pfbook.corruptions import corrupt_batch
+from pfbook.io import DatasetError
 from pfbook.tsdm_baselines import EncoderWGAN, LSTMPredictor, RobustPCA, VAERecovery, rpca_admm
 
 
@@ -180,3 +181,30 @@ def test_state_estimation_from_uncorrupted_windows_matches_the_power_flow(window
     row = se.loc["uncorrupted"]
     assert row["converged"] == 1.0
     assert row["RMSE |V| (p.u.)"] < 2e-3 and row["RMSE θ (deg)"] < 0.1
+
+
+def test_tables_across_systems_prefer_fresh_runs(tmp_path):
+    import pandas as pd
+
+    def save(folder, system, tsdm_err, pmu_case="ieee39"):
+        cfg = tsdm.TSDMConfig.for_profile("ci", system)
+        t = pd.DataFrame({"corrupted": [1.5], "TSDM": [tsdm_err]}, index=pd.Index(["FDIA step"]))
+        tsdm.save_summary(folder / system, {"table1": t, "table3": t * 10}, cfg, "default",
+                          extra={"pmu_case": pmu_case})
+
+    runs, published = tmp_path / "runs", tmp_path / "published"
+    save(published, "case30", 9.0)
+    save(published, "case57", 8.0)
+    save(runs, "case30", 7.0)
+    t1 = tsdm.tables_across(runs, published)
+    assert t1.loc[("case30", "FDIA step"), "TSDM"] == 7.0          # the fresh run shadows the published one
+    assert t1.loc[("case57", "FDIA step"), "TSDM"] == 8.0
+    t3 = tsdm.tables_across(runs, published, table="table3")
+    assert list(t3.index) == [("ieee39", "FDIA step")] and t3["TSDM"].iloc[0] == 70.0
+    assert tsdm.tables_across(runs, published, profile="paper").empty
+    with pytest.raises(ValueError, match="table1"):
+        tsdm.tables_across(runs, table="table2")
+    (runs / "case14").mkdir()
+    (runs / "case14" / "tsdm-summary-case14-default.json").write_text("{}")
+    with pytest.raises(DatasetError, match="case14"):
+        tsdm.tables_across(runs)
