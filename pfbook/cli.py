@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data folder (default: $PFBOOK_DATA, else the data/ folder of the book around "
                         "the current directory, else ./data)")
     q.add_argument("--only", nargs="+", metavar="NAME", default=None,
-                   help="prepare only these datasets (names as printed by --list)")
+                   help="prepare only these datasets (names as printed by --list), at the sizes of the profile "
+                        "even where the book build needs them for other profiles only")
     q.add_argument("--list", action="store_true",
                    help="list the datasets registered for the profile and exit without generating")
     q.add_argument("--no-progress", action="store_true", help="do not show progress bars")

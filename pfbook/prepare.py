@@ -93,8 +93,9 @@ def prepare(profile: str = "default", data_dir: str | os.PathLike | None = None,
     """Make sure ``data_dir`` exists and run every recipe registered for ``profile``.
 
     ``data_dir`` defaults to :func:`pfbook.config.data_dir` (``$PFBOOK_DATA``, else the book's
-    ``data/``), the folder the chapters read from. ``only`` restricts the run to the named recipes
-    (an unknown name is a ``ValueError``).
+    ``data/``), the folder the chapters read from. ``only`` runs the named recipes instead, at the sizes of
+    ``profile`` even where the book build needs them in other profiles only (e.g. ``scada-tsdm`` for a TSDM
+    rerun on case57 with ``default``); an unknown name is a ``ValueError``.
     """
     check_profile(profile)
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -106,7 +107,7 @@ def prepare(profile: str = "default", data_dir: str | os.PathLike | None = None,
         if unknown:
             known = ", ".join(_RECIPES) or "none registered yet"
             raise ValueError(f"unknown data recipe(s) {', '.join(unknown)}; known: {known}")
-        todo = [r for r in todo if r.name in only]
+        todo = [r for r in _RECIPES.values() if r.name in only]
     done = []
     for recipe in todo:
         t0 = time.perf_counter()

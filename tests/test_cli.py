@@ -111,6 +111,8 @@ def test_prepare_runs_registered_recipes_for_their_profiles(tmp_path, monkeypatc
     done = prepare("ci", tmp_path / "d", progress=False)
     assert [(p.name, p.paths) for p in done] == [("toy", [tmp_path / "d" / "toy.txt"])]
     assert prepare("paper", tmp_path / "d") == [] and calls == ["ci"]
+    # named explicitly, a recipe runs for any profile (at that profile's sizes)
+    assert [p.name for p in prepare("paper", tmp_path / "d", only=["toy"])] == ["toy"] and calls == ["ci", "paper"]
     with pytest.raises(ValueError, match="already registered"):
         dataset("toy", "again")(_toy)
     with pytest.raises(ValueError, match="unknown profile"):
