@@ -11,7 +11,8 @@ parameters and writes, for a grid ``case39``::
 The folder always reflects the latest run of each chapter: a success removes an older
 ``.failed.ipynb`` and a failure removes an older successful notebook. A notebook is executed under a
 temporary name in the same folder and renamed when it is complete, so an interrupted run never
-leaves a half-written ``<chapter>.ipynb``.
+leaves a half-written ``<chapter>.ipynb``; the temporary file of a run killed before it could clean up is
+removed by the next run of that chapter.
 
 A failing chapter does not stop the others; :func:`rerun` returns one :class:`ChapterRun` per
 chapter and the command line exits with status 1 if any failed.
@@ -197,12 +198,34 @@ def notebook_parameters(source: Path) -> list[str]:
     return []
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:      # someone else's process
+        return True
+    return True
+
+
+def remove_stale(out_dir: Path, chapter: str) -> list[Path]:
+    """Delete ``.<chapter>.running-<pid>.ipynb`` files whose process is gone (a run killed too hard to clean up)."""
+    gone = []
+    for path in Path(out_dir).glob(f".{chapter}.running-*.ipynb"):
+        pid = path.name[len(chapter) + len(".running-") + 1:-len(".ipynb")]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+            gone.append(path)
+    return gone
+
+
 def run_chapter(source: Path, out_dir: Path, parameters: dict[str, Any],
                 timeout: float | None = None) -> ChapterRun:
     """Execute one chapter notebook into ``out_dir`` (see the module docstring for the file names)."""
     import papermill
 
     chapter = source.stem
+    remove_stale(out_dir, chapter)
     final = out_dir / f"{chapter}.ipynb"
     failed = out_dir / f"{chapter}.failed.ipynb"
     tmp = out_dir / f".{chapter}.running-{os.getpid()}.ipynb"

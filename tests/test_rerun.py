@@ -176,3 +176,17 @@ def test_method_chapters_take_overrides():
         params = notebook_parameters(path)
         assert {"grid", "profile", "device", "seed", "overrides"} <= set(params), (name, params)
         assert set(params) == set(papermill.inspect_notebook(str(path))), name
+
+
+def test_a_killed_runs_temporary_notebook_is_removed_by_the_next_run(book: Path, tmp_path: Path):
+    out = tmp_path / "r" / "case5"
+    out.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out / f".good.running-{int(dead.stdout)}.ipynb"           # its process has exited
+    live = out / f".good.running-{os.getpid()}.ipynb"                  # a run still going (this process)
+    stale.write_text("{}")
+    live.write_text("{}")
+    result = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--out", str(out.parent),
+                    cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not stale.exists() and live.exists() and (out / "good.ipynb").exists()
