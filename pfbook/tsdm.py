@@ -46,7 +46,7 @@ from .io import DatasetError, read_summaries, write_summary
 __all__ = ["TSDMConfig", "Windows", "load_windows", "train_prior", "TSDM", "Recovery", "recover", "weighted_rmse",
            "channel_weights", "SCENARIOS", "corrupt_windows", "recovery_table", "speed_table", "omega_sweep",
            "resample_sweep", "ratio_sweep", "plot_traces", "plot_sweep", "save_summary", "SCADA_SYSTEMS",
-           "PMU_SYSTEMS", "KEPT", "state_estimation", "tables_across"]
+           "PMU_SYSTEMS", "KEPT", "state_estimation", "tables_across", "channel_diagnostics"]
 
 #: SCADA systems of Table I and the number of buses in their attack region (paper: M = 24, 48, 96 channels)
 SCADA_SYSTEMS: dict[str, int] = {"case30": 6, "case57": 10, "case118": 20}
@@ -585,6 +585,37 @@ def recover(model: "TSDM | str | Path", y0: np.ndarray, mask: np.ndarray | None 
     tsdm = model if isinstance(model, TSDM) else TSDM.load(model)
     r = tsdm.recover(y0, mask, **kwargs)
     return r.x, r.flagged
+
+
+# ---------------------------------------------------------------------------------------- diagnostics
+def channel_diagnostics(model: TSDM, windows: Windows, n: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Per channel, in % of its RMS: how much it varies, how well stage 1 rebuilds it, and what the 3σ test can see.
+
+    Columns: ``rms`` (physical units); ``std`` over the training windows; ``step change``, the RMS change between
+    consecutive samples of the test windows (what is left to predict from one sample to the next, measurement noise
+    included); ``stage-1 residual``, the RMS of x_0' - y_0 on the first ``n`` clean test windows; ``3σ threshold``,
+    the smallest deviation :meth:`TSDM.outliers` flags (k σ_c of the calibration); ``attacks``, the range of the
+    FDIA offsets of the tables (1-10 % of the channel's mean |value| for magnitudes, 10-100 % for angles). An
+    attack smaller than the threshold cannot be flagged.
+    """
+    from .corruptions import channel_scale
+
+    clean = windows.test if n is None else windows.test[:n]
+    rms = np.sqrt(np.mean(windows.train ** 2, axis=(0, 2)))
+    x0 = model.recover(clean, two_stage=False, seed=seed).stage1
+    unit = model.decode(torch.ones(1, *model.dm.layout.shape)) - model.decode(torch.zeros(1, *model.dm.layout.shape))
+    threshold = model.cfg.sigma_k * model.residual_sigma * np.abs(unit[0, :, 0])
+    scale = np.mean([channel_scale(w) for w in clean], axis=0)
+    mags = paper_magnitudes(windows.channels)
+    pct = lambda a: 100 * np.asarray(a) / np.maximum(rms, 1e-12)
+    return pd.DataFrame({
+        "rms": rms,
+        "std [%]": pct(windows.train.std(axis=(0, 2))),
+        "step change [%]": pct(np.sqrt(np.mean(np.diff(clean, axis=2) ** 2, axis=(0, 2)))),
+        "stage-1 residual [%]": pct(np.sqrt(np.mean((x0 - clean) ** 2, axis=(0, 2)))),
+        "3σ threshold [%]": pct(threshold),
+        "attacks [%]": [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(pct(mags[:, 0] * scale), pct(mags[:, 1] * scale))],
+    }, index=pd.Index(windows.channel_names(), name="channel"))
 
 
 # ---------------------------------------------------------------------------------------- experiments

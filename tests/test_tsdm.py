@@ -208,3 +208,17 @@ def test_tables_across_systems_prefer_fresh_runs(tmp_path):
     (runs / "case14" / "tsdm-summary-case14-default.json").write_text("{}")
     with pytest.raises(DatasetError, match="case14"):
         tsdm.tables_across(runs)
+
+
+def test_channel_diagnostics_threshold_is_what_the_3sigma_test_flags(windows, model):
+    _, w = windows
+    m = model[0]
+    d = tsdm.channel_diagnostics(m, w, n=2)
+    assert list(d.index) == w.channel_names() and (d["step change [%]"] > 0).all()
+    assert (d["stage-1 residual [%]"] > 0).all()
+    thr = d["3σ threshold [%]"].to_numpy() * d["rms"].to_numpy() / 100          # physical units
+    y = w.test[:1]
+    z, observed = m.encode(y), torch.ones(1, *m.dm.layout.shape, dtype=torch.bool)
+    below = m.outliers(z, m.encode(y + 0.98 * thr[None, :, None]), observed)
+    above = m.outliers(z, m.encode(y + 1.02 * thr[None, :, None]), observed)
+    assert not below.any() and above.all()
