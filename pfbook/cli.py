@@ -145,7 +145,8 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     for grid in args.grid:
         runs = rerun(grid, chapters=args.chapters, profile=args.profile or default_profile(), out=args.out,
                      device=args.device, seed=args.seed, timeout=args.timeout, book=args.book,
-                     log=sys.stderr, overrides=parse_settings(args.set))
+                     log=sys.stderr, overrides=parse_settings(args.set),
+                     params=parse_settings(args.param, option="--param"))
         print(format_table(runs))
         failed = sum(not r.ok for r in runs)
         n_failed, n_runs = n_failed + failed, n_runs + len(runs)
@@ -156,9 +157,10 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 1 if n_failed else 0
 
 
-def parse_settings(items: Sequence[str] | None) -> dict:
+def parse_settings(items: Sequence[str] | None, option: str = "--set") -> dict:
     """``["n_test=100", "sampler=DDIM 20"]`` -> ``{"n_test": 100, "sampler": "DDIM 20"}``: each value read as a
-    Python literal (number, tuple, None, True) when it is one, else kept as text; never evaluated as code."""
+    Python literal (number, tuple, None, True) when it is one, else kept as text; never evaluated as code.
+    ``option`` names the command-line option in the error for a malformed item."""
     import ast
 
     out = {}
@@ -166,7 +168,8 @@ def parse_settings(items: Sequence[str] | None) -> dict:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise ValueError(f"--set takes KEY=VALUE with KEY a setting name, e.g. --set n_test=100; got {item!r}")
+            example = "--set n_test=100" if option == "--set" else f"{option} pmu_case=npcc"
+            raise ValueError(f"{option} takes KEY=VALUE with KEY a name, e.g. {example}; got {item!r}")
         try:
             val = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
@@ -304,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
                    help="change one setting of the profile in the method chapters (04-07), e.g. "
                         "--set n_test=100 --set n_draw=250; repeatable; the chapter names its settings")
+    p.add_argument("--param", action="append", default=None, metavar="NAME=VALUE",
+                   help="set another parameter of the chapters' papermill parameters cell, e.g. "
+                        "--param pmu_case=npcc; the value is read as a Python literal, else kept as text; "
+                        "repeatable; every chosen chapter must have the parameter (grid, profile, device, seed "
+                        "and overrides have their own options)")
     p.set_defaults(func=cmd_rerun)
     return parser
 

@@ -198,6 +198,28 @@ def notebook_parameters(source: Path) -> list[str]:
     return []
 
 
+#: Parameters :func:`rerun` sets from its own arguments; ``params`` may not name them.
+OWN_PARAMETERS = ("grid", "profile", "device", "seed", "overrides")
+
+
+def check_params(chapters: dict[str, Path], params: dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless every chapter's ``parameters`` cell assigns every name in ``params``.
+
+    ``chapters`` maps chapter names to notebooks (as :func:`resolve_chapters` returns them). The names of
+    :data:`OWN_PARAMETERS` are refused: :func:`rerun` sets them from its own arguments.
+    """
+    own = [k for k in params if k in OWN_PARAMETERS]
+    if own:
+        raise ValueError(f"--param {own[0]}=... is not allowed: {', '.join(OWN_PARAMETERS)} have their own options "
+                         f"(--grid, --profile, --device, --seed, --set)")
+    for name, source in chapters.items():
+        known = notebook_parameters(source)
+        missing = [k for k in params if k not in known]
+        if missing:
+            raise ValueError(f"chapter {name} has no parameter {', '.join(map(repr, missing))}; its parameters are "
+                             f"{', '.join(known) or 'none'} (choose chapters that have it with --chapters)")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -258,7 +280,8 @@ def run_chapter(source: Path, out_dir: Path, parameters: dict[str, Any],
 def rerun(grid: str, chapters: Sequence[str] | None = None, profile: str = "default",
           out: str | os.PathLike | None = None, device: str = "cpu", seed: int = 0,
           timeout: float | None = None, book: str | os.PathLike | None = None,
-          log: Any = None, overrides: dict[str, Any] | None = None) -> list[ChapterRun]:
+          log: Any = None, overrides: dict[str, Any] | None = None,
+          params: dict[str, Any] | None = None) -> list[ChapterRun]:
     """Execute chapters with ``grid``, ``profile``, ``device`` and ``seed`` as their parameters.
 
     Parameters
@@ -274,30 +297,38 @@ def rerun(grid: str, chapters: Sequence[str] | None = None, profile: str = "defa
     log : a text stream for one progress line per chapter (e.g. ``sys.stderr``), or None.
     overrides : single settings of the profile changed, e.g. ``{"n_test": 100}``, passed as the chapters'
         ``overrides`` parameter (:func:`pfbook.config.apply_overrides`); every chosen chapter must take it.
+    params : other names of the chapters' ``parameters`` cell set directly, e.g. ``{"pmu_case": "npcc"}``;
+        every chosen chapter must have each name (see :func:`check_params`). ``grid``, ``profile``, ``device``,
+        ``seed`` and ``overrides`` are refused here: they have their own arguments.
 
     Writes ``out/<grid>/summary.json`` and returns one :class:`ChapterRun` per chapter, in order.
     """
     check_profile(profile)
     root = find_book_root(book)
     todo = resolve_chapters(root, chapters)
+    if overrides:
+        lacking = [name for name, source in todo.items() if "overrides" not in notebook_parameters(source)]
+        if lacking:
+            raise ValueError(f"chapter(s) {', '.join(lacking)} take no 'overrides' parameter; choose chapters "
+                             f"that do (the method chapters) with --chapters, or drop --set")
+    if params:
+        check_params(todo, params)
     out_dir = run_folder(grid, out, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     if str(grid).endswith(".m") and Path(grid).is_file():
         grid = str(Path(grid).resolve())  # the chapters run in book/, not in the caller's folder
     parameters = {"grid": str(grid), "profile": profile, "device": device, "seed": int(seed)}
     if overrides:
-        lacking = [name for name, source in todo.items() if "overrides" not in notebook_parameters(source)]
-        if lacking:
-            raise ValueError(f"chapter(s) {', '.join(lacking)} take no 'overrides' parameter; choose chapters "
-                             f"that do (the method chapters) with --chapters, or drop --set")
         parameters["overrides"] = dict(overrides)
+    parameters.update(params or {})
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     runs: list[ChapterRun] = []
     with _environ(**{PROFILE_ENV: profile}):
         for i, (name, source) in enumerate(todo.items(), 1):
             if log is not None:
+                extra = "".join(f", {k}={v!r}" for k, v in (params or {}).items())
                 print(f"[{i}/{len(todo)}] {name} (grid={grid}, profile={profile}, device={device}, "
-                      f"seed={seed}) ...", file=log, flush=True)
+                      f"seed={seed}{extra}) ...", file=log, flush=True)
             run = run_chapter(source, out_dir, parameters, timeout=timeout)
             runs.append(run)
             if log is not None:

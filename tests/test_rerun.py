@@ -190,3 +190,52 @@ def test_a_killed_runs_temporary_notebook_is_removed_by_the_next_run(book: Path,
                     cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not stale.exists() and live.exists() and (out / "good.ipynb").exists()
+
+
+def test_param_sets_a_named_parameter_of_the_chapter(book: Path, tmp_path: Path):
+    """`--param NAME=VALUE` reaches the notebook as that parameter, read as a literal or kept as text."""
+    nb = nbformat.read(book / "book" / "good.ipynb", as_version=4)
+    nb.cells[1].source += '\npmu_case = "ieee39"\nn_windows = 3'
+    nb.cells.append(new_code_cell("with open('extra.json', 'w') as f:\n"
+                                  "    json.dump(dict(pmu_case=pmu_case, n_windows=n_windows), f)"))
+    nbformat.write(nb, book / "book" / "good.ipynb")
+    out = tmp_path / "r"
+    result = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--out", str(out),
+                    "--param", "pmu_case=npcc", "--param", "n_windows=12", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((book / "book" / "extra.json").read_text()) == {"pmu_case": "npcc", "n_windows": 12}
+    params = json.loads((out / "case5" / "summary.json").read_text())["parameters"]
+    assert params["pmu_case"] == "npcc" and params["n_windows"] == 12 and params["grid"] == "case5"
+    assert "pmu_case='npcc'" in result.stderr  # the progress line shows it
+
+
+def test_param_unknown_to_a_chapter_is_refused_before_anything_runs(book: Path, tmp_path: Path):
+    from pfbook.rerun import check_params, rerun
+
+    out = tmp_path / "r"
+    # "bad" has only grid, profile, device, seed: the error names the chapter and lists what it has
+    result = pfbook("rerun", "--grid", "case5", "--book", str(book), "--out", str(out),
+                    "--param", "pmu_case=npcc", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "chapter good has no parameter 'pmu_case'" in result.stderr
+    assert "grid, profile, device, seed" in result.stderr
+    assert not (out / "case5").exists()
+    with pytest.raises(ValueError, match="chapter bad has no parameter 'n_windows'"):
+        check_params({"bad": book / "book" / "bad.ipynb"}, {"n_windows": 1})
+    # the names rerun sets itself have their own options
+    for name in ("grid", "profile", "device", "seed", "overrides"):
+        with pytest.raises(ValueError, match=f"--param {name}=.* not allowed"):
+            rerun("case5", chapters=["good"], book=book, out=out, params={name: "x"})
+    bad = pfbook("rerun", "--grid", "case5", "--book", str(book), "--param", "pmu_case", cwd=tmp_path)
+    assert bad.returncode == 2 and "--param takes KEY=VALUE" in bad.stderr
+
+
+def test_param_names_of_the_tsdm_chapter():
+    """The TSDM chapter takes its PMU system as a parameter, so `--param pmu_case=npcc` passes the check."""
+    from pfbook.rerun import check_params
+
+    root = Path(__file__).resolve().parents[1]
+    chapters = resolve_chapters(root, ["07_tsdm_recovery"])
+    check_params(chapters, {"pmu_case": "npcc"})
+    with pytest.raises(ValueError, match="chapter 07_tsdm_recovery has no parameter 'pmu'.*pmu_case"):
+        check_params(chapters, {"pmu": "npcc"})
