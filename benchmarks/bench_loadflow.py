@@ -6,10 +6,12 @@ cycling through the records until ``--batch`` rows, each with its record's loads
 batch once, on the CPU, and the script prints, side by side: seconds per batch and per warm start, the speed-up,
 failures, median KKT iterations, and the largest difference between the two backends' solutions (over warm
 starts both solved). The sparse backend also runs with the careful Levenberg-Marquardt setting (``lm_stall=1e-10``:
-every penalty weight run to its last iteration) next to the default (1e-6, failures retried carefully). Single-threaded by default, as a CPU worker of the book build runs. Usage::
+every penalty weight run to its last iteration) next to the default (1e-6, failures retried carefully), and with
+the warm starts split over ``--workers`` processes (default: one per CPU core) next to one process. Single-threaded
+by default, as a CPU worker of the book build runs. Usage::
 
     python benchmarks/bench_loadflow.py                          # case118, 250 warm starts
-    python benchmarks/bench_loadflow.py --grid case57 --batch 500 --threads 2
+    python benchmarks/bench_loadflow.py --grid case57 --batch 500 --threads 2 --workers 4
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from pfbook import diffopf as do
-from pfbook.loadflow import LoadFlowProblem
+from pfbook.loadflow import LoadFlowProblem, available_cpus
 
 
 def warm_starts(grid: str, batch: int, noise: float, seed: int) -> tuple[np.ndarray, ...]:
@@ -43,6 +45,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--backends", nargs="+", default=["dense", "sparse"], choices=["dense", "sparse"])
+    ap.add_argument("--workers", type=int, default=None, help="processes for the split solve (default: CPU cores)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -57,6 +60,9 @@ def main(argv=None) -> None:
         results[backend] = (lf.solve(pg, qg, pd, qd), setup)
         if backend == "sparse":   # the Levenberg-Marquardt stage run to the end of every weight, as before 1e-6
             results["sparse, careful LM"] = (lf.solve(pg, qg, pd, qd, lm_stall=1e-10), setup)
+        workers = args.workers or available_cpus()
+        if workers > 1:
+            results[f"{backend}, {workers} workers"] = (lf.solve(pg, qg, pd, qd, workers=workers), setup)
 
     header = (f"{'backend':>18} {'s/batch':>9} {'ms/warm start':>14} {'setup s':>8} {'failed':>7} {'retried':>8} "
               f"{'median iters':>13}")
@@ -70,6 +76,13 @@ def main(argv=None) -> None:
         both = q.converged & c.converged
         print(f"LM stall 1e-6 against 1e-10 (sparse): {c.seconds / q.seconds:.2f}x faster; largest |Δpg| over "
               f"{int(both.sum())} warm starts {float(np.abs(q.pg - c.pg)[both].max(initial=0.0)):.1e}")
+    for backend in args.backends:
+        split = next((k for k in results if k.startswith(f"{backend}, ") and k.endswith("workers")), None)
+        if split:
+            (a, _), (b, _) = results[backend], results[split]
+            print(f"{split} against one process ({backend}): {a.seconds / b.seconds:.2f}x faster; same converged "
+                  f"flags: {np.array_equal(a.converged, b.converged)}; largest |Δpg| "
+                  f"{float(np.abs(a.pg - b.pg)[a.converged & b.converged].max(initial=0.0)):.1e}")
     if "dense" in results and "sparse" in results:
         (a, _), (b, _) = results["dense"], results["sparse"]
         both = a.converged & b.converged

@@ -53,8 +53,11 @@ Newton Hessian): an independent formulation, algorithm and code path to check th
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, fields
 
 import numpy as np
 import scipy.sparse as sp
@@ -65,13 +68,23 @@ from .grids import Grid, load_grid
 from .physics import grid_tensors, nodal_mismatch
 
 __all__ = ["SPARSE_ABOVE", "LoadFlowProblem", "LoadFlowResult", "solve_load_flow", "reference_solve",
-           "compare_with_reference", "dsbus_dv", "d2sbus_dv2"]
+           "compare_with_reference", "dsbus_dv", "d2sbus_dv2", "available_cpus"]
 
 
 #: ``backend="auto"`` uses the sparse backend on the CPU for grids with more buses than this
 SPARSE_ABOVE = 30
 #: batches of at least this many SPD systems are factored by :class:`_BatchedCholesky`, smaller ones by SuperLU
 _CHOLESKY_MIN = 32
+#: with ``workers`` > 1, each worker process gets at least this many warm starts (fewer workers otherwise)
+MIN_ROWS_PER_WORKER = 64
+
+
+def available_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                      # not on Linux
+        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------------------- derivatives
@@ -379,6 +392,28 @@ class LoadFlowResult:
     def __repr__(self) -> str:
         return (f"LoadFlowResult({len(self.converged)} warm starts, {self.n_failed} failed, "
                 f"{self.retried} retried, median {np.median(self.iterations):.0f} iterations, {self.seconds:.2f} s)")
+
+
+# ---------------------------------------------------------------------------------------- worker processes
+_WORKER_PROBLEM: "LoadFlowProblem | None" = None
+
+
+def _init_worker(problem: "LoadFlowProblem") -> None:
+    """Pool initializer: the problem arrives with the fork (nothing is pickled), one thread per worker."""
+    global _WORKER_PROBLEM
+    _WORKER_PROBLEM = problem
+    torch.set_num_threads(1)
+
+
+def _solve_part(args) -> "LoadFlowResult":
+    pg, qg, pd, qd, kwargs = args
+    return _WORKER_PROBLEM.solve(pg, qg, pd, qd, workers=1, **kwargs)
+
+
+def _concat_results(parts: "list[LoadFlowResult]", seconds: float) -> "LoadFlowResult":
+    arrays = {f.name: np.concatenate([getattr(r, f.name) for r in parts]) for f in fields(LoadFlowResult)
+              if f.name not in ("seconds", "retried")}
+    return LoadFlowResult(**arrays, seconds=seconds, retried=sum(r.retried for r in parts))
 
 
 # ---------------------------------------------------------------------------------------- solver
@@ -740,7 +775,7 @@ class LoadFlowProblem:
 
     def solve(self, pg, qg, pd, qd, *, max_iter: int = 30, tol: float = 1e-9, lm_iters: int = 20,
               penalty: tuple[float, ...] = (1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6), lm_stall: float = 1e-6,
-              retry: bool = True, chunk: int | None = None) -> LoadFlowResult:
+              retry: bool = True, chunk: int | None = None, workers: int | None = 1) -> LoadFlowResult:
         """Solve (20) for warm starts ``pg, qg`` (B, n_gen) with loads ``pd, qd`` ((B, n_load) or (n_load,)), p.u.
 
         ``tol`` bounds the KKT residual (max |·|, p.u.). Levenberg-Marquardt on the problem with the fixed
@@ -750,6 +785,12 @@ class LoadFlowProblem:
         those that fail again count as failed (:attr:`LoadFlowResult.retried` says how many were retried).
         ``chunk`` warm starts are solved at once (default: as many as keep a dense n_bus x n_bus complex batch
         near 2 million entries; 512 on the sparse backend).
+
+        ``workers`` > 1 (CPU only) splits the warm starts among that many worker processes, forked from this one
+        with one thread each and at least :data:`MIN_ROWS_PER_WORKER` warm starts apiece; ``None`` takes one per
+        CPU core (:func:`available_cpus`). The iteration is per warm start, so the solutions do not depend on
+        ``workers`` beyond rounding (a smaller batch may be factored by SuperLU instead of the batched Cholesky);
+        ``seconds`` is the wall time.
         """
         g, dev, f64 = self.grid, self.device, torch.float64
         pg = torch.as_tensor(np.asarray(pg, dtype=np.float64), device=dev)
@@ -768,6 +809,22 @@ class LoadFlowProblem:
             raise ValueError("warm starts contain NaN or inf; drop those rows before solving")
         if not lm_stall >= 0:
             raise ValueError(f"lm_stall must be a non-negative relative decrease; got {lm_stall!r}")
+        if workers is None:
+            workers = available_cpus()
+        if not (isinstance(workers, (int, np.integer)) and workers >= 1):
+            raise ValueError(f"workers must be a whole number of processes, at least 1 (or None: one per CPU core); "
+                             f"got {workers!r}")
+        workers = min(int(workers), max(1, B // MIN_ROWS_PER_WORKER))
+        if workers > 1 and dev.type == "cpu" and "fork" in multiprocessing.get_all_start_methods():
+            kw = dict(max_iter=max_iter, tol=tol, lm_iters=lm_iters, penalty=penalty, lm_stall=lm_stall, retry=retry,
+                      chunk=chunk)
+            arrays = [a.numpy() for a in (pg, qg, pd, qd)]
+            jobs = [(*(a[rows] for a in arrays), kw) for rows in np.array_split(np.arange(B), workers)]
+            t0 = time.perf_counter()
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=_init_worker, initargs=(self,)) as pool:
+                parts = list(pool.map(_solve_part, jobs))
+            return _concat_results(parts, time.perf_counter() - t0)
         sparse = self.backend == "sparse"
         if chunk is None:
             chunk = 512 if sparse else max(1, int(2_000_000 // self.n ** 2))

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from pfbook.grids import load_grid
-from pfbook.loadflow import (_CHOLESKY_MIN, LoadFlowProblem, _BlockSystem, compare_with_reference, d2sbus_dv2, dsbus_dv,
-                             reference_solve)
+from pfbook.loadflow import (_CHOLESKY_MIN, MIN_ROWS_PER_WORKER, LoadFlowProblem, _BlockSystem, compare_with_reference,
+                             d2sbus_dv2, dsbus_dv, reference_solve)
 from pfbook.opf import ACOPF
 from pfbook.physics import bus_power
 
@@ -147,6 +147,24 @@ def test_sparse_backend_agrees_with_dense(name):
     for key in ("pg", "qg", "v", "theta"):
         assert np.abs(getattr(sparse, key) - getattr(dense, key)).max() < 1e-8, key
     assert sparse.balance.max() < 1e-8
+
+
+def test_worker_processes_give_the_same_solutions():
+    # enough warm starts for two workers; one OPF point per row block, perturbed
+    n = 2 * MIN_ROWS_PER_WORKER + 3
+    pg, qg, pd, qd = (np.repeat(a, n // 3 + 1, axis=0)[:n] for a in _opf_points("case30", 3, seed=9))
+    rng = np.random.default_rng(10)
+    pgw = pg * (1 + 0.05 * rng.standard_normal(pg.shape))
+    qgw = qg + 0.05 * rng.standard_normal(qg.shape)
+    lf = LoadFlowProblem("case30", backend="sparse")
+    one = lf.solve(pgw, qgw, pd, qd)
+    two = lf.solve(pgw, qgw, pd, qd, workers=2)
+    assert one.converged.all() and np.array_equal(one.converged, two.converged)
+    assert len(two.pg) == n
+    for key in ("pg", "qg", "v", "theta", "distance"):
+        assert np.abs(getattr(two, key) - getattr(one, key)).max() < 1e-8, key
+    with pytest.raises(ValueError, match="workers must be"):
+        lf.solve(pgw, qgw, pd, qd, workers=0)
 
 
 def test_sparse_backend_agrees_with_ipopt_reference():
