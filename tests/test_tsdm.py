@@ -222,3 +222,33 @@ def test_channel_diagnostics_threshold_is_what_the_3sigma_test_flags(windows, mo
     below = m.outliers(z, m.encode(y + 0.98 * thr[None, :, None]), observed)
     above = m.outliers(z, m.encode(y + 1.02 * thr[None, :, None]), observed)
     assert not below.any() and above.all()
+
+
+def test_x0_clamp_bounds_each_channel_by_its_own_training_range(windows, model):
+    """One scalar bound would be set by the channel with the widest tail; each channel gets its own."""
+    _, w = windows
+    m = model[0]
+    z = m._flat(m.encode(w.train))
+    b = np.asarray(m.meta["x0_bound"])
+    assert b.shape == (m.M,)
+    np.testing.assert_allclose(b, 1.5 * np.abs(z).max(axis=(0, 2)), rtol=1e-5)
+    assert b.min() < 0.9 * b.max()
+    c = m.clamp()
+    wild = torch.full((2, *m.dm.layout.shape), 1e3)
+    np.testing.assert_allclose(m._flat(torch.clamp(wild, c.low, c.high))[0, :, 0], b, rtol=1e-6)
+    np.testing.assert_allclose(m._flat(torch.clamp(-wild, c.low, c.high))[0, :, 0], -b, rtol=1e-6)
+    old = tsdm.TSDM(m.dm, m.cfg, m.channels, m.residual_sigma, meta={"x0_bound": 4.0})   # an earlier checkpoint
+    assert float(old.clamp().high) == 4.0
+
+
+def test_state_estimation_angles_are_relative_to_the_reference_bus(tmp_path):
+    """case118's reference bus sits at 30° in the case file, at 0 in the dataset's power flow."""
+    from pfbook.measurements import scada_dataset
+
+    ds = scada_dataset("case118", start_day=154, n_days=3, out_dir=tmp_path, workers=1, progress=False)
+    cfg = replace(tsdm.TSDMConfig.for_profile("ci", "case118"), region=3, window=24, stride=12)
+    w = tsdm.load_windows(cfg, dataset=ds)
+    se = tsdm.state_estimation(w, {"uncorrupted": w.test[0]}, window=0, steps=[3])
+    row = se.loc["uncorrupted"]
+    assert row["converged"] == 1.0
+    assert row["RMSE |V| (p.u.)"] < 2e-3 and row["RMSE θ (deg)"] < 0.2
