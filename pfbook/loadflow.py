@@ -63,6 +63,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+from threadpoolctl import threadpool_limits
 
 from .grids import Grid, load_grid
 from .physics import grid_tensors, nodal_mismatch
@@ -403,6 +404,7 @@ def _init_worker(problem: "LoadFlowProblem") -> None:
     global _WORKER_PROBLEM
     _WORKER_PROBLEM = problem
     torch.set_num_threads(1)
+    threadpool_limits(1)                        # and single-threaded BLAS: the workers already fill the cores
 
 
 def _solve_part(args) -> "LoadFlowResult":
