@@ -45,6 +45,7 @@ from .physics import grid_tensors, injections, limit_violations, mismatch_magnit
 __all__ = ["FEATURES", "PAPER_TABLE_I", "PAPER_GAMMA_T", "PhysicsInformedConfig", "PIData", "load_data",
            "split_record", "operating_bounds", "make_normaliser", "imbalance", "imbalance_fn", "mismatch_fn",
            "gamma_T", "gamma", "original_schedule", "learn_schedule", "forward_imbalance", "physics_floor", "physics_loss",
+           "physics_activity",
            "train_ddpm", "VARIANTS", "ABLATIONS", "train_models", "Generator", "Discriminator", "GAN", "train_gan", "draw", "reverse_imbalance",
            "LogitProjection", "projection_guidance", "within_bounds", "within_branch_limits", "evaluate", "save_summary",
            "load_summaries", "plot_schedules", "plot_diversity"]
@@ -309,6 +310,30 @@ def physics_floor(schedule: Schedule, data: PIData, gT: float, n: int = 256, see
         mean = schedule.q_posterior(x0, schedule.q_sample(x0, t, generator=g), t)[0]
         out[t] = float(torch.relu(R(mean) - gT * t / schedule.T).mean())
     return out
+
+
+def physics_activity(dm: DiffusionModel, data: PIData, gT: float, n: int = 256, seed: int = 0) -> pd.DataFrame:
+    """Where a trained model's physics loss acts: for every step t, over ``n`` training records noised as in
+    training, the share of records whose one-step estimate x̂_{t-1} (the posterior mean given the model's x̂_0, as
+    in :func:`physics_loss` with ``on="prev"``) lies above γ_{t-1}, and the mean excess max(R(x̂_{t-1}) - γ_{t-1}, 0)
+    (p.u.). Rows indexed by step t = 1..T; the loss the model pays in training is the mean of ``excess`` over t."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = dm.normaliser(torch.as_tensor(data.train[:n], dtype=torch.float64)).to(dm.device)
+    R = imbalance_fn(data.grid, dm.normaliser)
+    T = dm.schedule.T
+    share, excess = np.empty(T), np.empty(T)
+    dm.model.eval()
+    with torch.no_grad():
+        for t in range(T):
+            tt = torch.full((len(x0),), t, dtype=torch.long, device=dm.device)
+            noise = torch.randn(x0.shape, generator=g, dtype=x0.dtype).to(dm.device)
+            x_t = dm.schedule.q_sample(x0, tt, noise)
+            x0_hat = dm.model(x_t.float(), tt).double()
+            mean = dm.schedule.q_posterior(x0_hat, x_t, tt)[0]
+            e = torch.relu(R(mean) - gT * t / T)
+            share[t], excess[t] = float((e > 0).double().mean()), float(e.mean())
+    return pd.DataFrame({"share above bound": share, "excess (p.u.)": excess},
+                        index=pd.RangeIndex(1, T + 1, name="step t"))
 
 
 # ---------------------------------------------------------------------------------------- physics-informed training

@@ -157,6 +157,27 @@ def test_physics_informed_training_runs_through_the_core_trainer(cfg, data):
         pi.train_ddpm(cfg, data, pi.original_schedule(cfg), physics=True)
 
 
+def test_physics_activity_reports_where_the_hinge_acts(cfg, data):
+    gT = pi.gamma_T(data.grid, data.normaliser, n=1024)
+    dm, _ = pi.train_ddpm(cfg, data, pi.original_schedule(cfg), physics=True, gT=gT)
+    act = pi.physics_activity(dm, data, gT, n=16, seed=3)
+    assert list(act.index[[0, -1]]) == [1, cfg.T] and len(act) == cfg.T
+    assert act["share above bound"].between(0, 1).all() and (act["excess (p.u.)"] >= 0).all()
+    # step 1: the bound is γ_0 = 0 and x̂_0 of an almost untrained model is not balanced, so every record counts,
+    # and its excess is the mean R of the model's x̂_0 from x_1 (the first noise draw of the seed)
+    x0 = dm.normaliser(torch.as_tensor(data.train[:16], dtype=torch.float64))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(3), dtype=x0.dtype)
+    t0 = torch.zeros(16, dtype=torch.long)
+    with torch.no_grad():
+        x0_hat = dm.model(dm.schedule.q_sample(x0, t0, noise).float(), t0).double()
+    R = pi.imbalance_fn(data.grid, dm.normaliser)(x0_hat).mean()
+    assert act["share above bound"].iloc[0] == 1.0
+    assert act["excess (p.u.)"].iloc[0] == pytest.approx(float(R), rel=1e-9)
+    # a bound no record reaches switches the hinge off at every step but the last
+    loose = pi.physics_activity(dm, data, 1e6, n=16, seed=3)
+    assert (loose["share above bound"].iloc[1:] == 0).all() and loose["share above bound"].iloc[0] == 1.0
+
+
 def test_gan_generates_records_within_the_bounds(cfg, data):
     gan = pi.train_gan(cfg, data)
     x = gan.sample(16)
