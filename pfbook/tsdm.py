@@ -46,7 +46,7 @@ from .io import DatasetError, read_summaries, write_summary
 __all__ = ["TSDMConfig", "Windows", "load_windows", "train_prior", "TSDM", "Recovery", "recover", "weighted_rmse",
            "channel_weights", "SCENARIOS", "corrupt_windows", "recovery_table", "speed_table", "omega_sweep",
            "resample_sweep", "ratio_sweep", "plot_traces", "plot_sweep", "save_summary", "SCADA_SYSTEMS",
-           "PMU_SYSTEMS", "KEPT", "state_estimation", "tables_across", "channel_diagnostics"]
+           "PMU_SYSTEMS", "KEPT", "state_estimation", "tables_across", "wins_table", "channel_diagnostics"]
 
 #: SCADA systems of Table I and the number of buses in their attack region (paper: M = 24, 48, 96 channels)
 SCADA_SYSTEMS: dict[str, int] = {"case30": 6, "case57": 10, "case118": 20}
@@ -826,9 +826,42 @@ def tables_across(*folders: "str | Path", profile: str = "default", table: str =
             continue
         seen.add(system)
         df.index.name = "scenario"
-        frames.append(df.astype(float).assign(system=system, run=obj.get("created", "")[:10])
-                      .reset_index().set_index(["system", "scenario"]))
+        df = df.astype(float).assign(system=system, run=obj.get("created", "")[:10])
+        if table == "table3":
+            df["SCADA run"] = obj.get("system", "")      # which chapter run the PMU table comes from
+        frames.append(df.reset_index().set_index(["system", "scenario"]))
     return pd.concat(frames) if frames else pd.DataFrame()
+
+
+BASELINES = ("LSTM", "ADMM", "VAE", "GAN")
+
+
+def wins_table(tables: pd.DataFrame) -> pd.DataFrame:
+    """Per system, how the paper's claims fare in a stack of Table I or III (:func:`tables_across`).
+
+    ``tables`` is indexed by (system, scenario) with a column per method. One row per system: the number of
+    scenarios, those where TSDM's error is at most every baseline's (``"TSDM best"``) and the same for
+    TSDM with unflagged entries kept (``"kept best"``, when that column is there), and the smallest ratio
+    min(VAE, GAN) / TSDM over the scenarios (``"VAE, GAN / TSDM (least)"``; the paper reports several times).
+    Systems keep their order in ``tables``; an empty ``tables`` gives an empty frame.
+    """
+    cols = ["rows", "TSDM best", "kept best", "VAE, GAN / TSDM (least)"]
+    if tables.empty:
+        return pd.DataFrame(columns=cols)
+    missing = [c for c in (*BASELINES, "TSDM") if c not in tables.columns]
+    if missing:
+        raise ValueError(f"the tables have no column(s) {', '.join(missing)}")
+    level = tables.index.get_level_values(0)
+    order = list(dict.fromkeys(level))
+    by = tables.groupby(level=0, sort=False)
+    base = tables[list(BASELINES)].min(axis=1)
+    out = pd.DataFrame({"rows": by.size(), "TSDM best": (tables["TSDM"] <= base).groupby(level=0, sort=False).sum()})
+    if KEPT in tables.columns:
+        out["kept best"] = (tables[KEPT] <= base).groupby(level=0, sort=False).sum()
+    out["VAE, GAN / TSDM (least)"] = (tables[["VAE", "GAN"]].min(axis=1) / tables["TSDM"]).groupby(
+        level=0, sort=False).min()
+    out.index.name = tables.index.names[0]
+    return out.reindex(order)
 
 
 # ---------------------------------------------------------------------------------------- state estimation

@@ -201,6 +201,12 @@ def test_tables_across_systems_prefer_fresh_runs(tmp_path):
     assert t1.loc[("case57", "FDIA step"), "TSDM"] == 8.0
     t3 = tsdm.tables_across(runs, published, table="table3")
     assert list(t3.index) == [("ieee39", "FDIA step")] and t3["TSDM"].iloc[0] == 70.0
+    assert t3["SCADA run"].iloc[0] == "case30"                       # which run the PMU table came from
+    save(runs, "case118", 6.0, pmu_case="npcc")                     # Table III keys on the PMU system
+    t3 = tsdm.tables_across(runs, published, table="table3")
+    assert sorted(t3.index) == [("ieee39", "FDIA step"), ("npcc", "FDIA step")]
+    assert t3.loc[("npcc", "FDIA step"), "TSDM"] == 60.0 and t3.loc[("npcc", "FDIA step"), "SCADA run"] == "case118"
+    assert sorted(tsdm.tables_across(runs, published).index.get_level_values(0)) == ["case118", "case30", "case57"]
     assert tsdm.tables_across(runs, published, profile="paper").empty
     with pytest.raises(ValueError, match="table1"):
         tsdm.tables_across(runs, table="table2")
@@ -222,6 +228,26 @@ def test_channel_diagnostics_threshold_is_what_the_3sigma_test_flags(windows, mo
     below = m.outliers(z, m.encode(y + 0.98 * thr[None, :, None]), observed)
     above = m.outliers(z, m.encode(y + 1.02 * thr[None, :, None]), observed)
     assert not below.any() and above.all()
+
+
+def test_wins_table_counts_rows_where_tsdm_beats_every_baseline():
+    import pandas as pd
+
+    idx = pd.MultiIndex.from_tuples([("npcc", "FDIA step"), ("npcc", "data loss RM"), ("ieee39", "FDIA step")],
+                                    names=["system", "scenario"])
+    t = pd.DataFrame({"LSTM": [50.0, 40.0, 9.0], "ADMM": [30.0, 20.0, 8.0], "VAE": [12.0, 9.0, 7.0],
+                      "GAN": [16.0, 30.0, 6.0], "TSDM": [4.0, 10.0, 6.0], tsdm.KEPT: [3.0, 10.0, 7.0]}, index=idx)
+    w = tsdm.wins_table(t)
+    assert list(w.index) == ["npcc", "ieee39"]                       # systems in the order of the tables
+    assert w.loc["npcc", "rows"] == 2 and w.loc["ieee39", "rows"] == 1
+    assert w.loc["npcc", "TSDM best"] == 1                           # RM: the VAE (9) beats TSDM (10)
+    assert w.loc["ieee39", "TSDM best"] == 1 and w.loc["ieee39", "kept best"] == 0   # a tie counts, 7 > 6 not
+    assert w.loc["npcc", "VAE, GAN / TSDM (least)"] == pytest.approx(0.9)            # min(12, 16)/4 = 3, 9/10
+    assert w.loc["ieee39", "VAE, GAN / TSDM (least)"] == pytest.approx(1.0)
+    assert "kept best" not in tsdm.wins_table(t.drop(columns=tsdm.KEPT)).columns
+    assert tsdm.wins_table(pd.DataFrame()).empty
+    with pytest.raises(ValueError, match="GAN"):
+        tsdm.wins_table(t.drop(columns="GAN"))
 
 
 def test_x0_clamp_bounds_each_channel_by_its_own_training_range(windows, model):
