@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pfbook import diffopf as do
-from pfbook.loadflow import LoadFlowProblem, available_cpus
+from pfbook.loadflow import LoadFlowProblem, worker_count
 
 
 def warm_starts(grid: str, batch: int, noise: float, seed: int) -> tuple[np.ndarray, ...]:
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
         results[backend] = (lf.solve(pg, qg, pd, qd), setup)
         if backend == "sparse":   # the Levenberg-Marquardt stage run to the end of every weight, as before 1e-6
             results["sparse, careful LM"] = (lf.solve(pg, qg, pd, qd, lm_stall=1e-10), setup)
-        workers = args.workers or available_cpus()
+        workers = worker_count(args.workers, args.batch)
         if workers > 1:
             results[f"{backend}, {workers} workers"] = (lf.solve(pg, qg, pd, qd, workers=workers), setup)
 

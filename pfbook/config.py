@@ -25,6 +25,15 @@ PROFILE_ENV = "PFBOOK_PROFILE"
 DATA_ENV = "PFBOOK_DATA"
 
 
+def available_cpus() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one): the default number of
+    worker processes for dataset generation and the load-flow solves."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                      # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_profile() -> str:
     """The profile named by ``$PFBOOK_PROFILE``, or ``"default"``."""
     return check_profile(os.environ.get(PROFILE_ENV, "default"))

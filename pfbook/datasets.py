@@ -44,6 +44,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .config import available_cpus
 from .grids import Grid, load_grid
 from .io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 
@@ -290,13 +291,6 @@ class _Parts:
         return self.folder / f"part-{indices[0]:08d}-{indices[-1]:08d}.npz"
 
 
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def _run_chunks(grid: Grid, spec: OPFDatasetSpec, chunks: list[list[int]], parts: _Parts, workers: int,
                 scheduler: Any, bar) -> None:
     failed = 0
@@ -369,7 +363,7 @@ def ac_opf_dataset(grid: "str | Grid | Any", n_samples: int, *, load_range: tupl
                           seed=seed, grid_fingerprint=grid_fingerprint(g))
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    workers = _default_workers() if workers is None else int(workers)
+    workers = available_cpus() if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     out = Path(out_dir)

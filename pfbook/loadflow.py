@@ -54,7 +54,6 @@ Newton Hessian): an independent formulation, algorithm and code path to check th
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields
@@ -65,11 +64,12 @@ import scipy.sparse.linalg as spla
 import torch
 from threadpoolctl import threadpool_limits
 
+from .config import available_cpus
 from .grids import Grid, load_grid
 from .physics import grid_tensors, nodal_mismatch
 
 __all__ = ["SPARSE_ABOVE", "LoadFlowProblem", "LoadFlowResult", "solve_load_flow", "reference_solve",
-           "compare_with_reference", "dsbus_dv", "d2sbus_dv2", "available_cpus"]
+           "compare_with_reference", "dsbus_dv", "d2sbus_dv2", "worker_count"]
 
 
 #: ``backend="auto"`` uses the sparse backend on the CPU for grids with more buses than this
@@ -80,12 +80,18 @@ _CHOLESKY_MIN = 32
 MIN_ROWS_PER_WORKER = 64
 
 
-def available_cpus() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                      # not on Linux
-        return os.cpu_count() or 1
+def worker_count(workers: "int | None", batch: int, device: "str | torch.device" = "cpu") -> int:
+    """The worker processes :meth:`LoadFlowProblem.solve` uses for ``batch`` warm starts: ``workers`` (``None``: one
+    per CPU core), at most one per :data:`MIN_ROWS_PER_WORKER` warm starts, and 1 off the CPU or where processes
+    cannot be forked."""
+    if workers is None:
+        workers = available_cpus()
+    if not (isinstance(workers, (int, np.integer)) and workers >= 1):
+        raise ValueError(f"workers must be a whole number of processes, at least 1 (or None: one per CPU core); "
+                         f"got {workers!r}")
+    if torch.device(device).type != "cpu" or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return min(int(workers), max(1, batch // MIN_ROWS_PER_WORKER))
 
 
 # ---------------------------------------------------------------------------------------- derivatives
@@ -790,7 +796,7 @@ class LoadFlowProblem:
 
         ``workers`` > 1 (CPU only) splits the warm starts among that many worker processes, forked from this one
         with one thread each and at least :data:`MIN_ROWS_PER_WORKER` warm starts apiece; ``None`` takes one per
-        CPU core (:func:`available_cpus`). The iteration is per warm start, so the solutions do not depend on
+        CPU core (:func:`worker_count`). The iteration is per warm start, so the solutions do not depend on
         ``workers`` beyond rounding (a smaller batch may be factored by SuperLU instead of the batched Cholesky);
         ``seconds`` is the wall time.
         """
@@ -811,13 +817,8 @@ class LoadFlowProblem:
             raise ValueError("warm starts contain NaN or inf; drop those rows before solving")
         if not lm_stall >= 0:
             raise ValueError(f"lm_stall must be a non-negative relative decrease; got {lm_stall!r}")
-        if workers is None:
-            workers = available_cpus()
-        if not (isinstance(workers, (int, np.integer)) and workers >= 1):
-            raise ValueError(f"workers must be a whole number of processes, at least 1 (or None: one per CPU core); "
-                             f"got {workers!r}")
-        workers = min(int(workers), max(1, B // MIN_ROWS_PER_WORKER))
-        if workers > 1 and dev.type == "cpu" and "fork" in multiprocessing.get_all_start_methods():
+        workers = worker_count(workers, B, dev)
+        if workers > 1:
             kw = dict(max_iter=max_iter, tol=tol, lm_iters=lm_iters, penalty=penalty, lm_stall=lm_stall, retry=retry,
                       chunk=chunk)
             arrays = [a.numpy() for a in (pg, qg, pd, qd)]

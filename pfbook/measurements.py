@@ -50,7 +50,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .datasets import _default_workers, _safe, grid_fingerprint
+from .config import available_cpus
+from .datasets import _safe, grid_fingerprint
 from .grids import Grid, load_grid
 from .io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 
@@ -496,7 +497,7 @@ def scada_dataset(grid: str | Grid, *, start_day: int = 0, n_days: int = 366, n_
     chunks = [list(range(d, min(d + days_per_part, n_days))) for d in range(0, n_days, days_per_part)]
     part_of = {c[0]: parts_dir / f"part-{c[0]:04d}-{c[-1]:04d}.npz" for c in chunks}
     t0 = time.perf_counter()
-    workers = _default_workers() if workers is None else max(1, int(workers))
+    workers = available_cpus() if workers is None else max(1, int(workers))
     with tqdm(total=n_days * STEPS_PER_DAY, desc=f"SCADA power flow {g.name}", unit="pf",
               disable=not progress) as bar:
         todo = []

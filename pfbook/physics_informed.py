@@ -312,6 +312,15 @@ def physics_floor(schedule: Schedule, data: PIData, gT: float, n: int = 256, see
     return out
 
 
+def _prev_excess(R: Callable[[torch.Tensor], torch.Tensor], schedule: Schedule, x0_hat: torch.Tensor,
+                 x_t: torch.Tensor, t: torch.Tensor, gT: float) -> torch.Tensor:
+    """max(R(x̂_{t-1}) - γ_{t-1}, 0) per record: x̂_{t-1} the posterior mean given x̂_0, γ_{t-1} = (step - 1) γ_T / T
+    for timestep index ``t`` (step t + 1; γ_0 = 0 at the last step, where x̂_{t-1} is x̂_0)."""
+    x_hat = schedule.q_posterior(x0_hat, x_t, t)[0]
+    bound = gT * t.to(x_hat.dtype) / schedule.T
+    return torch.relu(R(x_hat) - bound.to(x_hat.device))
+
+
 def physics_activity(dm: DiffusionModel, data: PIData, gT: float, n: int = 256, seed: int = 0) -> pd.DataFrame:
     """Where a trained model's physics loss acts: for every step t, over ``n`` training records noised as in
     training, the share of records whose one-step estimate x̂_{t-1} (the posterior mean given the model's x̂_0, as
@@ -328,9 +337,7 @@ def physics_activity(dm: DiffusionModel, data: PIData, gT: float, n: int = 256, 
             tt = torch.full((len(x0),), t, dtype=torch.long, device=dm.device)
             noise = torch.randn(x0.shape, generator=g, dtype=x0.dtype).to(dm.device)
             x_t = dm.schedule.q_sample(x0, tt, noise)
-            x0_hat = dm.model(x_t.float(), tt).double()
-            mean = dm.schedule.q_posterior(x0_hat, x_t, tt)[0]
-            e = torch.relu(R(mean) - gT * t / T)
+            e = _prev_excess(R, dm.schedule, dm.model(x_t.float(), tt).double(), x_t, tt, gT)
             share[t], excess[t] = float((e > 0).double().mean()), float(e.mean())
     return pd.DataFrame({"share above bound": share, "excess (p.u.)": excess},
                         index=pd.RangeIndex(1, T + 1, name="step t"))
@@ -352,11 +359,9 @@ def physics_loss(grid: Grid, normaliser: Normaliser, gT: float, eta: float = 1.0
 
     def loss(ctx: LossContext) -> dict[str, torch.Tensor]:
         if on == "prev":
-            x_hat = ctx.x_prev_mean()
-            bound = gT * ctx.t.to(dtype) / ctx.schedule.T               # index t is step t+1: γ_{(t+1)-1}
+            excess = _prev_excess(R, ctx.schedule, ctx.x0_hat, ctx.x_t, ctx.t, gT)
         else:
-            x_hat, bound = ctx.x0_hat, torch.zeros(len(ctx.t), dtype=dtype, device=ctx.t.device)
-        excess = torch.relu(R(x_hat) - bound.to(x_hat.device))
+            excess = torch.relu(R(ctx.x0_hat))                           # against γ_0 = 0 at every t
         return {"physics": (eta * excess.mean()).to(ctx.x0.dtype)}
 
     return loss

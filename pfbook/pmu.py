@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .datasets import _default_workers
+from .config import available_cpus
 from .io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 
 PMU_CASES: dict[str, dict[str, Any]] = {
@@ -294,7 +294,7 @@ def pmu_dataset(case: str, n_events: int, *, t_end: float = 10.0, fs: float = 30
     parts_dir = out_dir / f".{path.stem}.parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
     part = [str(parts_dir / f"event-{i:06d}.npz") for i in range(n_events)]
-    workers = _default_workers() if workers is None else max(1, int(workers))
+    workers = available_cpus() if workers is None else max(1, int(workers))
     t0 = time.perf_counter()
     with tqdm(total=n_events, desc=f"ANDES {case}", unit="event", disable=not progress) as bar:
         for i in range(n_events):                # events simulated before an interruption are kept
