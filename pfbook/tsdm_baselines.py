@@ -8,7 +8,9 @@ Entries given as lost are always filled; entries measured are kept or replaced a
 * :class:`LSTMPredictor` -- time-series prediction (the paper's [24]): an LSTM trained to predict every sample
   from the ones before it; at recovery it runs along the window, and a sample that is lost or lies more than
   3σ from its prediction (σ per channel, the one-step error on training windows) is replaced by the prediction,
-  which then feeds the next step;
+  which then feeds the next step; a sample where more than ``event_share`` of the measured channels leave their
+  3σ band at once is taken as the system moving (a fault, a renewable ramp), not as an attack on a few channels,
+  and kept as measured (without that rule one such jump set off replacements that ran free to the window's end);
 * :class:`RobustPCA` -- ADMM robust principal component analysis with matrix completion ([26], [23]): each
   window Y is split as L + S + E with L low-rank (nuclear norm), S sparse (ℓ1, the outliers) and E free on lost
   entries (principal component pursuit, solved by the inexact augmented Lagrangian / ADMM of Lin, Chen & Ma
@@ -106,9 +108,12 @@ class LSTMPredictor(Baseline):
     name = "LSTM"
 
     def __init__(self, hidden: int = 64, steps: int = 1500, batch: int = 32, lr: float = 3e-3, k: float = 3.0,
-                 **kw):
+                 event_share: float = 0.5, **kw):
         super().__init__(**kw)
+        if not 0 < event_share <= 1:
+            raise ValueError(f"event_share is a share of the channels in (0, 1]; got {event_share}")
         self.hidden, self.steps, self.batch, self.lr, self.k = hidden, steps, batch, lr, k
+        self.event_share = float(event_share)
 
     def fit(self, train: np.ndarray) -> "LSTMPredictor":
         z = torch.as_tensor(self._standardise_fit(train), dtype=torch.float32, device=self.device)
@@ -144,7 +149,9 @@ class LSTMPredictor(Baseline):
         for t in range(1, T):
             o, h = self.lstm(prev[:, None, :], h)
             pred = self.head(o[:, 0]).double().detach().cpu().numpy()
-            bad = miss[:, :, t] | (np.abs(z[:, :, t] - pred) > self.k * self.sigma[None])
+            off = (np.abs(z[:, :, t] - pred) > self.k * self.sigma[None]) & ~miss[:, :, t]
+            event = off.sum(axis=1, keepdims=True) > self.event_share * np.maximum((~miss[:, :, t]).sum(1, keepdims=True), 1)
+            bad = miss[:, :, t] | (off & ~event)
             out[:, :, t] = np.where(bad, pred, z[:, :, t])
             prev = torch.as_tensor(out[:, :, t], dtype=torch.float32, device=self.device)
         return self._x(out)

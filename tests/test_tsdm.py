@@ -185,6 +185,21 @@ def test_baselines_fill_lost_entries(windows, cls):
         b(y[:, :-1], None)
 
 
+def test_lstm_keeps_a_jump_of_every_channel_as_a_system_event(windows):
+    _, w = windows
+    b = LSTMPredictor(steps=30).fit(w.train)
+    y = w.test[:1].copy()
+    y[0, :, 20:] += 20 * w.train.std(axis=(0, 2))[:, None]       # every channel jumps by 20 σ at once
+    np.testing.assert_allclose(b(y)[0, :, 20], y[0, :, 20])      # the system moved: kept as measured
+    one = y.copy()
+    one[0, 1:, 20:] = w.test[0, 1:, 20:]                          # the same jump on one channel only
+    assert abs(b(one)[0, 0, 20] - one[0, 0, 20]) > 5 * w.train[:, 0].std()   # an attack: replaced
+    b.event_share = 1.0                                           # rule off: the common jump is replaced too
+    assert not np.allclose(b(y)[0, :, 20], y[0, :, 20])
+    with pytest.raises(ValueError, match="event_share"):
+        LSTMPredictor(event_share=0.0)
+
+
 def test_state_estimation_from_uncorrupted_windows_matches_the_power_flow(windows):
     _, w = windows
     se = tsdm.state_estimation(w, {"uncorrupted": w.test[0]}, window=0, steps=[5])
