@@ -46,8 +46,8 @@ from .io import DatasetError, read_summaries, write_summary
 __all__ = ["TSDMConfig", "Windows", "load_windows", "train_prior", "TSDM", "Recovery", "recover", "weighted_rmse",
            "channel_weights", "SCENARIOS", "corrupt_windows", "recovery_table", "speed_table", "omega_sweep",
            "resample_sweep", "ratio_sweep", "plot_traces", "plot_sweep", "save_summary", "SCADA_SYSTEMS",
-           "PMU_SYSTEMS", "KEPT", "state_estimation", "tables_across", "wins_table", "channel_diagnostics",
-           "eps_loss_by_step"]
+           "PMU_SYSTEMS", "KEPT", "state_estimation", "plot_states", "tables_across", "wins_table",
+           "channel_diagnostics", "eps_loss_by_step"]
 
 #: SCADA systems of Table I and the number of buses in their attack region (paper: M = 24, 48, 96 channels)
 SCADA_SYSTEMS: dict[str, int] = {"case30": 6, "case57": 10, "case118": 20}
@@ -896,7 +896,8 @@ def wins_table(tables: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------- state estimation
 def state_estimation(windows: Windows, variants: Mapping[str, np.ndarray], window: int = 0,
-                     steps: Sequence[int] | None = None, std: Mapping[str, float] | None = None) -> pd.DataFrame:
+                     steps: Sequence[int] | None = None, std: Mapping[str, float] | None = None,
+                     return_states: bool = False):
     """WLS static state estimation (pandapower's ``estimate``) of SCADA time steps of one test window.
 
     Every variant maps a name to the region's measurements of that window ``(M, T)`` (NaN: not received); the
@@ -904,7 +905,9 @@ def state_estimation(windows: Windows, variants: Mapping[str, np.ndarray], windo
     (load convention, MW/Mvar) and U_i; branch flows are left out (pandapower's line numbering differs from the
     case's branch order once transformers are split off). Returns, per variant, the RMSE over buses and steps of
     |V| (p.u.) and of θ (degrees, relative to the reference bus) against the power-flow states, and the share of
-    steps that converged.
+    steps that converged. With ``return_states`` also the states themselves: ``{"power flow": ..., name: ...}``,
+    each ``{"vm": (steps, buses), "va": (steps, buses)}`` (θ in degrees relative to the reference bus; NaN where
+    an estimate did not converge), and the steps, for :func:`plot_states`.
     """
     if windows.source != "scada":
         raise ValueError("state estimation needs SCADA windows (bus injections and voltages)")
@@ -931,9 +934,13 @@ def state_estimation(windows: Windows, variants: Mapping[str, np.ndarray], windo
     base = grid.base_mva
     cols, dtypes = list(net.measurement.columns), net.measurement.dtypes.to_dict()
     rows = []
+    ref = grid.ref
+    states = {"power flow": {"vm": vm_true[[start + j for j in steps]],
+                             "va": np.degrees(np.stack([va_true[start + j] - va_true[start + j][ref] for j in steps]))}}
     for name, region in variants.items():
         err_v, err_a, ok = [], [], 0
-        for j in steps:
+        states[name] = {"vm": np.full((len(steps), grid.n_bus), np.nan), "va": np.full((len(steps), grid.n_bus), np.nan)}
+        for row, j in enumerate(steps):
             k = start + j
             meas = []
             for b, bus_id in enumerate(np.asarray(grid.bus_ids).tolist()):
@@ -960,10 +967,37 @@ def state_estimation(windows: Windows, variants: Mapping[str, np.ndarray], windo
             err_v.append(est["vm_pu"].to_numpy() - vm_true[k])
             # angles relative to the reference bus: the dataset's power flow puts it at 0, pandapower at the
             # case's own reference angle (30° in case118)
-            va_est = est["va_degree"].to_numpy()
-            err_a.append((va_est - va_est[grid.ref]) - np.degrees(va_true[k] - va_true[k][grid.ref]))
+            va_est = est["va_degree"].to_numpy() - est["va_degree"].to_numpy()[ref]
+            err_a.append(va_est - np.degrees(va_true[k] - va_true[k][ref]))
+            states[name]["vm"][row], states[name]["va"][row] = est["vm_pu"].to_numpy(), va_est
         ev, ea = np.concatenate(err_v) if err_v else np.array([np.nan]), \
             np.concatenate(err_a) if err_a else np.array([np.nan])
         rows.append({"measurements": name, "RMSE |V| (p.u.)": float(np.sqrt(np.mean(ev ** 2))),
                      "RMSE θ (deg)": float(np.sqrt(np.mean(ea ** 2))), "converged": ok / len(steps)})
-    return pd.DataFrame(rows).set_index("measurements")
+    table = pd.DataFrame(rows).set_index("measurements")
+    return (table, states, steps) if return_states else table
+
+
+def plot_states(states: Mapping[str, Mapping[str, np.ndarray]], row: int = 0, bus_ids: Sequence | None = None,
+                title: str = ""):
+    """Figs. 8-10: the estimated |V| and θ of every bus at one time step (``row`` of :func:`state_estimation`'s
+    states), the power-flow states against each variant's estimate (attacked, repaired by TSDM, by the GAN)."""
+    import matplotlib.pyplot as plt
+
+    truth = states["power flow"]
+    n = truth["vm"].shape[1]
+    x = np.arange(n)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 3))
+    for k, (key, label) in enumerate((("vm", "|V| (p.u.)"), ("va", "θ (deg, from the reference bus)"))):
+        ax[k].plot(x, truth[key][row], "k-", lw=2.5, alpha=0.35, label="power flow")
+        for name, st in states.items():
+            if name != "power flow":
+                ax[k].plot(x, st[key][row], marker=".", lw=0.9, label=name)
+        ax[k].set(xlabel="bus", ylabel=label)
+        if bus_ids is not None and n <= 40:
+            ax[k].set_xticks(x[::max(1, n // 15)], [str(b) for b in list(bus_ids)[::max(1, n // 15)]])
+    ax[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -208,6 +208,22 @@ def test_state_estimation_from_uncorrupted_windows_matches_the_power_flow(window
     assert row["RMSE |V| (p.u.)"] < 2e-3 and row["RMSE θ (deg)"] < 0.1
 
 
+def test_state_estimation_returns_the_states_it_scores(windows):
+    import matplotlib
+    matplotlib.use("Agg")
+    _, w = windows
+    se, states, steps = tsdm.state_estimation(w, {"uncorrupted": w.test[0]}, window=0, steps=[2, 5],
+                                              return_states=True)
+    assert steps == [2, 5] and set(states) == {"power flow", "uncorrupted"}
+    est, pf = states["uncorrupted"], states["power flow"]
+    assert est["vm"].shape == pf["vm"].shape == (2, w.dataset.grid.n_bus)
+    rmse = np.sqrt(np.mean((est["vm"] - pf["vm"]) ** 2))
+    np.testing.assert_allclose(rmse, se.loc["uncorrupted", "RMSE |V| (p.u.)"], rtol=1e-9)   # the states scored
+    assert np.allclose(pf["va"][:, w.dataset.grid.ref], 0.0)
+    fig = tsdm.plot_states(states, row=1, bus_ids=w.dataset.grid.bus_ids)
+    assert len(fig.axes[0].lines) == 2
+
+
 def test_tables_across_systems_prefer_fresh_runs(tmp_path):
     import pandas as pd
 
