@@ -939,7 +939,7 @@ def state_estimation(windows: Windows, variants: Mapping[str, np.ndarray], windo
                              "va": np.degrees(np.stack([va_true[start + j] - va_true[start + j][ref] for j in steps]))}}
     for name, region in variants.items():
         err_v, err_a, ok = [], [], 0
-        states[name] = {"vm": np.full((len(steps), grid.n_bus), np.nan), "va": np.full((len(steps), grid.n_bus), np.nan)}
+        states[name] = {key: np.full((len(steps), grid.n_bus), np.nan) for key in ("vm", "va")}
         for row, j in enumerate(steps):
             k = start + j
             meas = []

@@ -150,7 +150,8 @@ class LSTMPredictor(Baseline):
             o, h = self.lstm(prev[:, None, :], h)
             pred = self.head(o[:, 0]).double().detach().cpu().numpy()
             off = (np.abs(z[:, :, t] - pred) > self.k * self.sigma[None]) & ~miss[:, :, t]
-            event = off.sum(axis=1, keepdims=True) > self.event_share * np.maximum((~miss[:, :, t]).sum(1, keepdims=True), 1)
+            measured = np.maximum((~miss[:, :, t]).sum(axis=1, keepdims=True), 1)
+            event = off.sum(axis=1, keepdims=True) > self.event_share * measured      # the system moved
             bad = miss[:, :, t] | (off & ~event)
             out[:, :, t] = np.where(bad, pred, z[:, :, t])
             prev = torch.as_tensor(out[:, :, t], dtype=torch.float32, device=self.device)
