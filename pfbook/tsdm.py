@@ -47,7 +47,7 @@ __all__ = ["TSDMConfig", "Windows", "load_windows", "train_prior", "TSDM", "Reco
            "channel_weights", "SCENARIOS", "corrupt_windows", "recovery_table", "speed_table", "omega_sweep",
            "resample_sweep", "ratio_sweep", "plot_traces", "plot_sweep", "save_summary", "SCADA_SYSTEMS",
            "PMU_SYSTEMS", "KEPT", "state_estimation", "plot_states", "tables_across", "wins_table",
-           "channel_diagnostics", "eps_loss_by_step"]
+           "channel_diagnostics", "eps_loss_by_step", "range_check"]
 
 #: SCADA systems of Table I and the number of buses in their attack region (paper: M = 24, 48, 96 channels)
 SCADA_SYSTEMS: dict[str, int] = {"case30": 6, "case57": 10, "case118": 20}
@@ -656,6 +656,28 @@ def eps_loss_by_step(model: TSDM, windows: Windows, timesteps: Sequence[int] = (
             row[int(t)] = float(((eps - noise) ** 2).mean())
         out[split] = row
     return pd.DataFrame(out).rename_axis("diffusion step t")
+
+
+def range_check(windows: Windows, factor: float = 1.5) -> pd.DataFrame:
+    """Per channel, how far the test windows reach beyond what the training windows showed.
+
+    Columns: ``train max |z|`` and ``test max |z|``, the largest deviation from the training mean in training
+    standard deviations, and ``outside``, whether the test windows exceed ``factor`` x the training maximum. A prior
+    has never seen such values (a trip of a region generator that only the test events contain, say), so neither
+    stage can rebuild them; sorted by the ratio, largest first.
+    """
+    if factor <= 0:
+        raise ValueError(f"factor must be positive; got {factor}")
+    mu = windows.train.mean(axis=(0, 2))
+    sd = np.maximum(windows.train.std(axis=(0, 2)), 1e-12)
+
+    def reach(x: np.ndarray) -> np.ndarray:
+        return np.abs((x - mu[None, :, None]) / sd[None, :, None]).max(axis=(0, 2))
+
+    tr, te = reach(windows.train), reach(windows.test)
+    out = pd.DataFrame({"train max |z|": tr, "test max |z|": te, "outside": te > factor * tr},
+                       index=pd.Index(windows.channel_names(), name="channel"))
+    return out.iloc[np.argsort(-(te / np.maximum(tr, 1e-12)), kind="stable")]
 
 
 # ---------------------------------------------------------------------------------------- experiments

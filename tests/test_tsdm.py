@@ -200,6 +200,18 @@ def test_lstm_keeps_a_jump_of_every_channel_as_a_system_event(windows):
         LSTMPredictor(event_share=0.0)
 
 
+def test_range_check_finds_a_test_channel_beyond_the_training_range(windows):
+    from dataclasses import replace
+    _, w = windows
+    test = w.test.copy()
+    test[0, 2, 5] = w.train[:, 2].mean() + 100 * w.train[:, 2].std()
+    rc = tsdm.range_check(replace(w, test=test))
+    assert rc.index[0] == w.channel_names()[2] and rc["outside"].iloc[0]
+    np.testing.assert_allclose(rc["test max |z|"].iloc[0], 100, rtol=1e-9)
+    with pytest.raises(ValueError, match="factor"):
+        tsdm.range_check(w, factor=0)
+
+
 def test_state_estimation_from_uncorrupted_windows_matches_the_power_flow(windows):
     _, w = windows
     se = tsdm.state_estimation(w, {"uncorrupted": w.test[0]}, window=0, steps=[5])
