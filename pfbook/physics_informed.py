@@ -298,6 +298,15 @@ def forward_imbalance(schedule: Schedule, data: PIData, n: int = 512, seed: int 
     return out
 
 
+def _prev_excess(R: Callable[[torch.Tensor], torch.Tensor], schedule: Schedule, x0_hat: torch.Tensor,
+                 x_t: torch.Tensor, t: torch.Tensor, gT: float) -> torch.Tensor:
+    """max(R(x̂_{t-1}) - γ_{t-1}, 0) per record: x̂_{t-1} the posterior mean given x̂_0, γ_{t-1} = (step - 1) γ_T / T
+    for timestep index ``t`` (step t + 1; γ_0 = 0 at the last step, where x̂_{t-1} is x̂_0)."""
+    x_hat = schedule.q_posterior(x0_hat, x_t, t)[0]
+    bound = gT * t.to(x_hat.dtype) / schedule.T
+    return torch.relu(R(x_hat) - bound.to(x_hat.device))
+
+
 def physics_floor(schedule: Schedule, data: PIData, gT: float, n: int = 256, seed: int = 0) -> np.ndarray:
     """The physics loss a *perfect* denoiser would pay at every step: max(R(x̄_{t-1}) - γ_{t-1}, 0) averaged over
     records, x̄_{t-1} the posterior mean of q(x_{t-1} | x_t, x_0) with the true x_0. Zero where the schedule keeps
@@ -307,18 +316,9 @@ def physics_floor(schedule: Schedule, data: PIData, gT: float, n: int = 256, see
     R = imbalance_fn(data.grid, data.normaliser)
     out = np.empty(schedule.T)
     for t in range(schedule.T):
-        mean = schedule.q_posterior(x0, schedule.q_sample(x0, t, generator=g), t)[0]
-        out[t] = float(torch.relu(R(mean) - gT * t / schedule.T).mean())
+        tt = torch.full((len(x0),), t, dtype=torch.long)
+        out[t] = float(_prev_excess(R, schedule, x0, schedule.q_sample(x0, t, generator=g), tt, gT).mean())
     return out
-
-
-def _prev_excess(R: Callable[[torch.Tensor], torch.Tensor], schedule: Schedule, x0_hat: torch.Tensor,
-                 x_t: torch.Tensor, t: torch.Tensor, gT: float) -> torch.Tensor:
-    """max(R(x̂_{t-1}) - γ_{t-1}, 0) per record: x̂_{t-1} the posterior mean given x̂_0, γ_{t-1} = (step - 1) γ_T / T
-    for timestep index ``t`` (step t + 1; γ_0 = 0 at the last step, where x̂_{t-1} is x̂_0)."""
-    x_hat = schedule.q_posterior(x0_hat, x_t, t)[0]
-    bound = gT * t.to(x_hat.dtype) / schedule.T
-    return torch.relu(R(x_hat) - bound.to(x_hat.device))
 
 
 def physics_activity(dm: DiffusionModel, data: PIData, gT: float, n: int = 256, seed: int = 0) -> pd.DataFrame:

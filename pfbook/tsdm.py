@@ -959,8 +959,14 @@ def state_estimation(windows: Windows, variants: Mapping[str, np.ndarray], windo
     ref = grid.ref
     states = {"power flow": {"vm": vm_true[[start + j for j in steps]],
                              "va": np.degrees(np.stack([va_true[start + j] - va_true[start + j][ref] for j in steps]))}}
+
+    def rmse(est: Mapping[str, np.ndarray], key: str, ok: np.ndarray) -> float:
+        """Over buses and the converged steps, against the power flow (NaN if no step converged)."""
+        err = est[key][ok] - states["power flow"][key][ok]
+        return float(np.sqrt(np.mean(err ** 2))) if ok.any() else float("nan")
+
     for name, region in variants.items():
-        err_v, err_a, ok = [], [], 0
+        converged = np.zeros(len(steps), dtype=bool)
         states[name] = {key: np.full((len(steps), grid.n_bus), np.nan) for key in ("vm", "va")}
         for row, j in enumerate(steps):
             k = start + j
@@ -984,18 +990,14 @@ def state_estimation(windows: Windows, variants: Mapping[str, np.ndarray], windo
                     success = False
             if not success:
                 continue
-            ok += 1
+            converged[row] = True
             est = net.res_bus_est.loc[np.arange(1, grid.n_bus + 1)]
-            err_v.append(est["vm_pu"].to_numpy() - vm_true[k])
             # angles relative to the reference bus: the dataset's power flow puts it at 0, pandapower at the
             # case's own reference angle (30° in case118)
-            va_est = est["va_degree"].to_numpy() - est["va_degree"].to_numpy()[ref]
-            err_a.append(va_est - np.degrees(va_true[k] - va_true[k][ref]))
-            states[name]["vm"][row], states[name]["va"][row] = est["vm_pu"].to_numpy(), va_est
-        ev, ea = np.concatenate(err_v) if err_v else np.array([np.nan]), \
-            np.concatenate(err_a) if err_a else np.array([np.nan])
-        rows.append({"measurements": name, "RMSE |V| (p.u.)": float(np.sqrt(np.mean(ev ** 2))),
-                     "RMSE θ (deg)": float(np.sqrt(np.mean(ea ** 2))), "converged": ok / len(steps)})
+            va_est = est["va_degree"].to_numpy()
+            states[name]["vm"][row], states[name]["va"][row] = est["vm_pu"].to_numpy(), va_est - va_est[ref]
+        rows.append({"measurements": name, "RMSE |V| (p.u.)": rmse(states[name], "vm", converged),
+                     "RMSE θ (deg)": rmse(states[name], "va", converged), "converged": float(converged.mean())})
     table = pd.DataFrame(rows).set_index("measurements")
     return (table, states, steps) if return_states else table
 
