@@ -432,6 +432,22 @@ def reverse_imbalance(dm: DiffusionModel, grid: Grid, n: int = 256, seed: int = 
     return x, np.asarray(trace)
 
 
+def last_step(reverse: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """What the last reverse step does, per model, from the traces of :func:`reverse_imbalance`: the mean R of x_1
+    (the sample entering step 1), of x_0 (the sample itself, the model's x̂_0 from x_1) and their quotient, the
+    step's reduction. The quotient of two models' final imbalances factors exactly into the quotient of their R(x_1)
+    times the inverse quotient of their reductions: how much the schedule leaves for the last step, and how much
+    of it the model removes there."""
+    rows = {}
+    for name, trace in reverse.items():
+        trace = np.asarray(trace, dtype=float)
+        if trace.ndim != 1 or len(trace) < 2:
+            raise ValueError(f"{name!r}: need the trace of at least the last two reverse steps "
+                             f"(reverse_imbalance), got shape {trace.shape}")
+        rows[name] = {"R(x_1) (p.u.)": trace[-2], "R(x_0) (p.u.)": trace[-1], "reduction": trace[-2] / trace[-1]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 # ---------------------------------------------------------------------------------------- seed 000's guidance
 class LogitProjection(Guidance):
     """x̂_0 projected onto C5 (ΔP = ΔQ = 0) in logit space: u = logit(x̂_0), u' = u - λ Jᵀ(J Jᵀ)⁻¹ H(sigmoid(u)).

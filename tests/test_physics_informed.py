@@ -178,6 +178,25 @@ def test_physics_activity_reports_where_the_hinge_acts(cfg, data):
     assert (loose["share above bound"].iloc[1:] == 0).all() and loose["share above bound"].iloc[0] == 1.0
 
 
+def test_last_step_reads_the_reverse_trace_of_the_samples(cfg, data):
+    gT = pi.gamma_T(data.grid, data.normaliser, n=1024)
+    traces, final = {}, {}
+    for name, physics in (("plain", False), ("physics", True)):
+        dm, _ = pi.train_ddpm(cfg, data, pi.original_schedule(cfg), physics=physics, gT=gT)
+        x, traces[name] = pi.reverse_imbalance(dm, data.grid, n=8, seed=1)
+        final[name] = float(pi.imbalance(data.grid, torch.as_tensor(x)).mean())
+    table = pi.last_step(traces)
+    assert list(table.index) == ["plain", "physics"] and len(traces["plain"]) == cfg.T
+    for name in traces:                        # x_0 is the sample itself; x_1 the state one step before
+        assert table.loc[name, "R(x_0) (p.u.)"] == pytest.approx(final[name], rel=1e-6)
+        assert table.loc[name, "R(x_1) (p.u.)"] == traces[name][-2]
+    a, b = table.loc["plain"], table.loc["physics"]
+    assert a["R(x_0) (p.u.)"] / b["R(x_0) (p.u.)"] == pytest.approx(
+        a["R(x_1) (p.u.)"] / b["R(x_1) (p.u.)"] * b["reduction"] / a["reduction"], rel=1e-12)
+    with pytest.raises(ValueError, match="last two reverse steps"):
+        pi.last_step({"short": np.array([0.1])})
+
+
 def test_gan_generates_records_within_the_bounds(cfg, data):
     gan = pi.train_gan(cfg, data)
     x = gan.sample(16)
