@@ -45,7 +45,7 @@ def train_and_draw(cfg: pi.PhysicsInformedConfig, model: str, samples: int) -> d
     """Train one of the two models ("no physics" or "proposed") on ``cfg`` and judge ``samples`` of its draws."""
     torch.set_num_threads(1)
     data = pi.load_data(cfg)
-    gT = pi.gamma_T(data.grid, data.normaliser, n=cfg.gamma_samples, seed=cfg.seed)
+    gT = pi.gamma_T(data.grid, data.normaliser, n=cfg.gamma_samples, seed=cfg.seed, clip=data.clip)
     physics = model == "proposed"
     schedule = pi.learn_schedule(cfg, data, gT)[0] if physics else pi.original_schedule(cfg)
     dm, _ = pi.train_ddpm(cfg, data, schedule, physics=physics, gT=gT)

@@ -82,6 +82,7 @@ class PhysicsInformedConfig:
     cost_range: tuple[float, float] = (0.5, 1.5)
     test_fraction: float = 0.2                    # records held out to judge samples against
     angle_margin: float = 0.1                     # C4 bounds: the records' angle range widened by this share per side
+    clip_to_bounds: bool = True                   # R of a noisy record: clipped into C1-C4 first (see imbalance_fn)
     T: int = 200                                  # paper: 200 steps
     beta_start: float = 5e-4                      # original schedule: Ho et al.'s 1e-4 -> 0.02 at T = 1000,
     beta_end: float = 0.1                         # rescaled by 1000 / T (ᾱ_T ≈ 4e-5 as the paper quotes)
@@ -157,6 +158,7 @@ class PIData:
     high: np.ndarray
     normaliser: Normaliser
     dataset: object
+    clip: bool = True          # R of model-space records clips them into C1-C4 first (:func:`imbalance_fn`)
 
 
 def split_record(x, grid: Grid) -> tuple:
@@ -211,7 +213,7 @@ def load_data(cfg: PhysicsInformedConfig, progress: bool = False) -> PIData:
     low, high = operating_bounds(grid, cfg.load_range, split_record(train, grid)[3], cfg.angle_margin)
     return PIData(grid=grid, train=train, test=test, columns=cols,
                   layout=Layout(features=tuple(cols), grid=grid.name, shape=(len(cols),)), low=low, high=high,
-                  normaliser=make_normaliser(low, high), dataset=ds)
+                  normaliser=make_normaliser(low, high), dataset=ds, clip=cfg.clip_to_bounds)
 
 
 # ---------------------------------------------------------------------------------------- imbalance (eq. 7)
@@ -229,11 +231,19 @@ def imbalance(grid, x: torch.Tensor) -> torch.Tensor:
     return mismatch_magnitude(dp, dq).mean(-1)
 
 
-def imbalance_fn(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64
+def imbalance_fn(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64, clip: bool = True
                  ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """R of model-space records: de-normalise, then :func:`imbalance` in ``dtype`` (gradients flow back)."""
+    """R of model-space records: de-normalise, then :func:`imbalance` in ``dtype`` (gradients flow back).
+
+    With ``clip`` a record is first clipped to [0, 1], i.e. de-normalised *into* the operating bounds C1-C4: a
+    coordinate of a noisy record beyond a bound (a voltage above V_max, a generator beyond its limit) is read as
+    that bound. Samples of the sigmoid-output models lie inside already and are unchanged; for the noisy records of
+    the forward process, for γ_T and for the posterior mean x̂_(t-1) it keeps the imbalance that of an operating
+    point within C1-C4. Without it, noise reaches far outside the bounds and R grows with how far.
+    """
     def R(z: torch.Tensor) -> torch.Tensor:
-        return imbalance(grid, normaliser.inverse(z.to(dtype)))
+        z = z.to(dtype)
+        return imbalance(grid, normaliser.inverse(z.clamp(0.0, 1.0) if clip else z))
 
     return R
 
@@ -251,11 +261,12 @@ def mismatch_fn(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.f
     return H
 
 
-def gamma_T(grid: Grid, normaliser: Normaliser, n: int = 4096, seed: int = 0) -> float:
-    """γ_T: the mean imbalance (p.u.) of pure Gaussian noise N(0, I) in model space, de-normalised (Sec. IV-B1)."""
+def gamma_T(grid: Grid, normaliser: Normaliser, n: int = 4096, seed: int = 0, clip: bool = True) -> float:
+    """γ_T: the mean imbalance (p.u.) of pure Gaussian noise N(0, I) in model space, de-normalised (into C1-C4 with
+    ``clip``, see :func:`imbalance_fn`) (Sec. IV-B1)."""
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, normaliser.shape[0], generator=g, dtype=torch.float64)
-    return float(imbalance_fn(grid, normaliser)(z).mean())
+    return float(imbalance_fn(grid, normaliser, clip=clip)(z).mean())
 
 
 def gamma(gT: float, T: int) -> torch.Tensor:
@@ -279,7 +290,7 @@ def learn_schedule(cfg: PhysicsInformedConfig, data: PIData, gT: float,
     torch.manual_seed(cfg.seed)
     z = data.normaliser(torch.as_tensor(data.train, dtype=torch.float64)).float()
     net = LearnedSchedule(z.shape[1], cfg.T, hidden=cfg.schedule_hidden, init=original_schedule(cfg))
-    R = imbalance_fn(data.grid, data.normaliser, dtype=torch.float32)
+    R = imbalance_fn(data.grid, data.normaliser, dtype=torch.float32, clip=data.clip)
     losses = fit_schedule(net, z, R, gamma(gT, cfg.T), steps=cfg.schedule_steps, batch_size=cfg.schedule_batch,
                           lr=cfg.schedule_lr, seed=cfg.seed, progress=progress)
     with torch.no_grad():
@@ -291,7 +302,7 @@ def forward_imbalance(schedule: Schedule, data: PIData, n: int = 512, seed: int 
     """Mean R(x_t) of the forward process x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε at every step (Fig. 1, 3b)."""
     g = torch.Generator().manual_seed(seed)
     x0 = data.normaliser(torch.as_tensor(data.train[:n], dtype=torch.float64))
-    R = imbalance_fn(data.grid, data.normaliser)
+    R = imbalance_fn(data.grid, data.normaliser, clip=data.clip)
     out = np.empty(schedule.T)
     for t in range(schedule.T):
         out[t] = float(R(schedule.q_sample(x0, t, generator=g)).mean())
@@ -313,7 +324,7 @@ def physics_floor(schedule: Schedule, data: PIData, gT: float, n: int = 256, see
     the forward imbalance under the line; the part of :func:`physics_loss` no model can remove."""
     g = torch.Generator().manual_seed(seed)
     x0 = data.normaliser(torch.as_tensor(data.train[:n], dtype=torch.float64))
-    R = imbalance_fn(data.grid, data.normaliser)
+    R = imbalance_fn(data.grid, data.normaliser, clip=data.clip)
     out = np.empty(schedule.T)
     for t in range(schedule.T):
         tt = torch.full((len(x0),), t, dtype=torch.long)
@@ -328,7 +339,7 @@ def physics_activity(dm: DiffusionModel, data: PIData, gT: float, n: int = 256, 
     (p.u.). Rows indexed by step t = 1..T; the loss the model pays in training is the mean of ``excess`` over t."""
     g = torch.Generator().manual_seed(seed)
     x0 = dm.normaliser(torch.as_tensor(data.train[:n], dtype=torch.float64)).to(dm.device)
-    R = imbalance_fn(data.grid, dm.normaliser)
+    R = imbalance_fn(data.grid, dm.normaliser, clip=data.clip)
     T = dm.schedule.T
     share, excess = np.empty(T), np.empty(T)
     dm.model.eval()
@@ -345,17 +356,19 @@ def physics_activity(dm: DiffusionModel, data: PIData, gT: float, n: int = 256, 
 
 # ---------------------------------------------------------------------------------------- physics-informed training
 def physics_loss(grid: Grid, normaliser: Normaliser, gT: float, eta: float = 1.0, on: str = "prev",
-                 dtype: torch.dtype = torch.float32) -> Callable[[LossContext], dict[str, torch.Tensor]]:
+                 dtype: torch.dtype = torch.float32, clip: bool = True
+                 ) -> Callable[[LossContext], dict[str, torch.Tensor]]:
     """η max(R(x̂) - γ, 0) averaged over the batch (eq. 8-9), for the core trainer's extra-loss hook.
 
     ``on="prev"``: x̂ = x̂_{t-1}, the posterior mean of q(x_{t-1} | x_t, x̂_0) (the model's one-step reverse
     estimate), against γ_{t-1} (γ_0 = 0: at the last step x̂_{t-1} is x̂_0 and must balance). ``on="x0"``: x̂_0
     against 0 at every t (the ablation). R is computed in ``dtype`` on the de-normalised sample (float32 resolves
-    imbalances to about 1e-5 p.u., far below the bounds it is compared with; evaluation uses float64).
+    imbalances to about 1e-5 p.u., far below the bounds it is compared with; evaluation uses float64); ``clip`` as
+    in :func:`imbalance_fn` (γ_T must have been measured alike).
     """
     if on not in ("prev", "x0"):
         raise ValueError(f"on must be 'prev' or 'x0', got {on!r}")
-    R = imbalance_fn(grid, normaliser, dtype=dtype)
+    R = imbalance_fn(grid, normaliser, dtype=dtype, clip=clip)
 
     def loss(ctx: LossContext) -> dict[str, torch.Tensor]:
         if on == "prev":
@@ -378,7 +391,7 @@ def train_ddpm(cfg: PhysicsInformedConfig, data: PIData, schedule: Schedule, phy
     if physics:
         if gT is None:
             raise ValueError("physics-informed training needs γ_T (gamma_T(...)) for the bounds γ_t")
-        extra = physics_loss(data.grid, data.normaliser, gT, cfg.eta, on or cfg.physics_on)
+        extra = physics_loss(data.grid, data.normaliser, gT, cfg.eta, on or cfg.physics_on, clip=data.clip)
     trainer = Trainer(net, schedule, data.train, cfg.train_config(), normaliser=data.normaliser, layout=data.layout,
                       extra_loss=extra)
     trainer.train(progress=progress)
@@ -420,9 +433,10 @@ def draw(dm: DiffusionModel, n: int, guidance=None, seed: int = 0,
 
 
 def reverse_imbalance(dm: DiffusionModel, grid: Grid, n: int = 256, seed: int = 0,
-                      guidance=None) -> tuple[np.ndarray, np.ndarray]:
-    """Samples and the mean R of x_{t-1} after every reverse step, ordered by step t = T..1 (Fig. 3c)."""
-    R = imbalance_fn(grid, dm.normaliser)
+                      guidance=None, clip: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Samples and the mean R of x_{t-1} after every reverse step, ordered by step t = T..1 (Fig. 3c); ``clip`` as
+    in :func:`imbalance_fn` (the last entry, R of the samples, does not depend on it)."""
+    R = imbalance_fn(grid, dm.normaliser, clip=clip)
     trace: list[float] = []
 
     def record(state, x_prev):
@@ -548,7 +562,7 @@ def train_gan(cfg: PhysicsInformedConfig, data: PIData, progress: bool = False) 
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.999))
     x = data.normaliser(torch.as_tensor(data.train, dtype=torch.float64)).float().to(dev)
-    R = imbalance_fn(data.grid, data.normaliser, dtype=torch.float32)
+    R = imbalance_fn(data.grid, data.normaliser, dtype=torch.float32, clip=data.clip)
     bce = nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(cfg.seed)
     rows = []

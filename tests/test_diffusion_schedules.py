@@ -138,3 +138,20 @@ def test_fit_schedule_makes_a_statistic_follow_its_target():
     assert losses[-1] < 0.05 * losses[0]
     assert before.mean() > 0.2                     # the linear start is far from the target ...
     assert after.mean() < 0.03 and after.max() < 0.12   # ... the fitted schedule is on it
+
+
+def test_fit_schedule_resolves_first_steps_closer_to_one_than_float32_can():
+    """A target that asks for very little noise at the first steps puts ᾱ_1 within float32's spacing of 1
+    (6e-8); the noise coefficient sqrt(1 - ᾱ_t) must come from the float64 schedule, not from a rounded 1.0."""
+    T = 20
+    init = Schedule(torch.exp(-torch.linspace(1e-10, 0.01, T, dtype=torch.float64)))
+    torch.manual_seed(0)
+    net = LearnedSchedule(dim=2, T=T, hidden=(8,), init=init)
+    assert net(torch.zeros(1, 2))[0].float() == 1.0              # ᾱ_1 rounds to 1 in float32
+    data = torch.zeros(64, 2)                                   # float32 records
+    target = (1 - init.alpha_bar).sqrt()                        # E|x_t| for data at 0 is ~ sqrt(1 - ᾱ_t)
+    stat = lambda x: x.abs().mean(-1) * math.sqrt(math.pi / 2)
+    losses = fit_schedule(net, data, stat, target, steps=5, batch_size=64, lr=1e-3)
+    assert all(math.isfinite(v) for v in losses)
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert (net(data).detach() < 1).all()

@@ -85,6 +85,24 @@ def test_imbalance_is_batched_and_differentiable(data):
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+def test_imbalance_of_a_noisy_record_reads_it_within_the_bounds(data):
+    """With the clip (the default) a coordinate beyond its bound counts as the bound; inside the bounds both
+    readings agree, and γ_T, the noise's imbalance, is lower with the clip."""
+    R, R_raw = pi.imbalance_fn(data.grid, data.normaliser), pi.imbalance_fn(data.grid, data.normaliser, clip=False)
+    z = data.normaliser(torch.as_tensor(data.train[:8]))
+    assert torch.allclose(R(z), R_raw(z), rtol=0, atol=1e-6)           # records sit on bounds up to Ipopt's tolerance
+    v1 = 2 * data.grid.n_load                                            # |V| of bus 1
+    beyond, at = z.clone(), z.clone()
+    beyond[:, v1], at[:, v1] = 3.0, 1.0                                  # far above V_max, and at V_max
+    assert torch.equal(R(beyond), R(at))
+    assert (R_raw(beyond) > 2 * R(beyond)).all()
+    zg = z.clone().requires_grad_(True)
+    R(zg).sum().backward()
+    assert torch.isfinite(zg.grad).all() and zg.grad.abs().sum() > 0
+    gT, gT_raw = (pi.gamma_T(data.grid, data.normaliser, n=2048, clip=c) for c in (True, False))
+    assert 0.2 * gT_raw < gT < 0.8 * gT_raw
+
+
 def test_bounds_contain_the_records_and_normalise_them_into_unit_interval(data):
     z = data.normaliser(data.train)
     varying = data.high - data.low > 1e-9

@@ -298,10 +298,11 @@ def fit_schedule(net: LearnedSchedule, data: torch.Tensor, statistic: Callable[[
     for _ in tqdm(range(steps), desc="schedule", disable=not progress):
         idx = torch.randint(len(data), (min(batch_size, len(data)),), generator=g, device=data.device)
         x0 = data[idx]
-        ab = net(x0).to(x0.dtype)
+        ab = net(x0)                     # float64: 1 - ᾱ_1 can lie below float32's resolution near 1
         eps = torch.randn((net.T,) + tuple(x0.shape), generator=g, device=data.device, dtype=x0.dtype)
         shape = (net.T,) + (1,) * x0.dim()
-        x_t = ab.sqrt().reshape(shape) * x0 + (1 - ab).sqrt().reshape(shape) * eps
+        x_t = (ab.sqrt().to(x0.dtype).reshape(shape) * x0
+               + (1 - ab).sqrt().to(x0.dtype).reshape(shape) * eps)
         r = statistic(x_t).to(torch.float64)
         loss = ((r.mean(1) - target) ** 2).sum()
         opt.zero_grad(set_to_none=True)
