@@ -10,6 +10,7 @@ CPU; ``--jobs 2`` trains the two models of a run in two processes at once::
     python benchmarks/physics_informed_ratio.py                       # case14: 4000/3000, 16000/3000, 16000/6000
     python benchmarks/physics_informed_ratio.py --grid case30 --runs 4000:3000 4000:9000
     python benchmarks/physics_informed_ratio.py --runs 4000:3000 --set "widths=(512,256,128,64,128,256,512)"
+    python benchmarks/physics_informed_ratio.py --runs 4000:3000 --set clip_to_bounds=False   # noise not clipped
     python benchmarks/physics_informed_ratio.py --profile paper --jobs 2   # the paper's sizes (long on CPU)
 
 ``--set NAME=VALUE`` changes any other setting of the chapter's configuration for every run (both models).
