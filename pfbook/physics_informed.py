@@ -160,6 +160,10 @@ class PIData:
     dataset: object
     clip: bool = True          # R of model-space records clips them into C1-C4 first (:func:`imbalance_fn`)
 
+    def imbalance_fn(self, dtype: torch.dtype = torch.float64) -> Callable[[torch.Tensor], torch.Tensor]:
+        """R of model-space records as these data read them (their normaliser and clip; :func:`imbalance_fn`)."""
+        return imbalance_fn(self.grid, self.normaliser, dtype=dtype, clip=self.clip)
+
 
 def split_record(x, grid: Grid) -> tuple:
     """(P_D, Q_D, |V|, φ, P_G, Q_G) of records in :data:`FEATURES` layout (works on arrays and tensors)."""
@@ -290,7 +294,7 @@ def learn_schedule(cfg: PhysicsInformedConfig, data: PIData, gT: float,
     torch.manual_seed(cfg.seed)
     z = data.normaliser(torch.as_tensor(data.train, dtype=torch.float64)).float()
     net = LearnedSchedule(z.shape[1], cfg.T, hidden=cfg.schedule_hidden, init=original_schedule(cfg))
-    R = imbalance_fn(data.grid, data.normaliser, dtype=torch.float32, clip=data.clip)
+    R = data.imbalance_fn(torch.float32)
     losses = fit_schedule(net, z, R, gamma(gT, cfg.T), steps=cfg.schedule_steps, batch_size=cfg.schedule_batch,
                           lr=cfg.schedule_lr, seed=cfg.seed, progress=progress)
     with torch.no_grad():
@@ -302,7 +306,7 @@ def forward_imbalance(schedule: Schedule, data: PIData, n: int = 512, seed: int 
     """Mean R(x_t) of the forward process x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε at every step (Fig. 1, 3b)."""
     g = torch.Generator().manual_seed(seed)
     x0 = data.normaliser(torch.as_tensor(data.train[:n], dtype=torch.float64))
-    R = imbalance_fn(data.grid, data.normaliser, clip=data.clip)
+    R = data.imbalance_fn()
     out = np.empty(schedule.T)
     for t in range(schedule.T):
         out[t] = float(R(schedule.q_sample(x0, t, generator=g)).mean())
@@ -324,7 +328,7 @@ def physics_floor(schedule: Schedule, data: PIData, gT: float, n: int = 256, see
     the forward imbalance under the line; the part of :func:`physics_loss` no model can remove."""
     g = torch.Generator().manual_seed(seed)
     x0 = data.normaliser(torch.as_tensor(data.train[:n], dtype=torch.float64))
-    R = imbalance_fn(data.grid, data.normaliser, clip=data.clip)
+    R = data.imbalance_fn()
     out = np.empty(schedule.T)
     for t in range(schedule.T):
         tt = torch.full((len(x0),), t, dtype=torch.long)
@@ -562,7 +566,7 @@ def train_gan(cfg: PhysicsInformedConfig, data: PIData, progress: bool = False) 
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.999))
     x = data.normaliser(torch.as_tensor(data.train, dtype=torch.float64)).float().to(dev)
-    R = imbalance_fn(data.grid, data.normaliser, dtype=torch.float32, clip=data.clip)
+    R = data.imbalance_fn(torch.float32)
     bce = nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(cfg.seed)
     rows = []
