@@ -77,7 +77,7 @@ class PhysicsInformedConfig:
     """
 
     grid: str = "case14"
-    n_samples: int = 4000                         # AC-OPF records (paper: 70 000 for case14, 100 000 for case30)
+    n_samples: int = 16_000                       # AC-OPF records (paper: 70 000 for case14, 100 000 for case30)
     load_range: tuple[float, float] = (0.8, 1.2)
     cost_range: tuple[float, float] = (0.5, 1.5)
     test_fraction: float = 0.2                    # records held out to judge samples against
