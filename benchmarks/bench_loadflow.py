@@ -1,6 +1,6 @@
-"""Dense against sparse backend of the batched load-flow solver (:mod:`pfbook.loadflow`) on the same warm starts.
+"""Dense against sparse backend of the batched load-flow solver (:mod:`pfbook.power.loadflow`) on the same warm starts.
 
-The warm starts are DiffOPF's test records (:func:`pfbook.diffopf.load_records`, the ``default`` profile of
+The warm starts are DiffOPF's test records (:func:`pfbook.methods.diffopf.load_records`, the ``default`` profile of
 ``--grid``): their OPF dispatch with multiplicative noise on p_g and additive noise on q_g (``--noise``, p.u.),
 cycling through the records until ``--batch`` rows, each with its record's loads. Both backends solve the whole
 batch once, on the CPU, and the script prints, side by side: seconds per batch and per warm start, the speed-up,
@@ -22,8 +22,8 @@ import time
 import numpy as np
 import torch
 
-from pfbook import diffopf as do
-from pfbook.loadflow import LoadFlowProblem, worker_count
+from pfbook.methods import diffopf as do
+from pfbook.power.loadflow import LoadFlowProblem, worker_count
 
 
 def warm_starts(grid: str, batch: int, noise: float, seed: int) -> tuple[np.ndarray, ...]:

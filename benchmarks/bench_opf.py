@@ -1,4 +1,4 @@
-"""Benchmark pfbook's AC-OPF (pfbook.opf) against PYPOWER's runopf on the same random loads.
+"""Benchmark pfbook's AC-OPF (pfbook.power.opf) against PYPOWER's runopf on the same random loads.
 
 For every grid, ``--samples`` load cases are drawn as in the dataset generator: every load's active
 and reactive demand is multiplied by its own factor U(0.8, 1.0) (``--low``/``--high``). Each case is
@@ -43,8 +43,8 @@ def _draw_loads(grid, n: int, seed: int, lo: float, hi: float) -> list[tuple[np.
 
 
 def bench_grid(name: str, samples: int, seed: int, lo: float, hi: float) -> dict:
-    from pfbook.grids import load_grid
-    from pfbook.opf import ACOPF, pypower_runopf
+    from pfbook.power.grids import load_grid
+    from pfbook.power.opf import ACOPF, pypower_runopf
 
     grid = load_grid(name)
     loads = _draw_loads(grid, samples, seed, lo, hi)

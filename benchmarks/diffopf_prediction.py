@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from pfbook import diffopf as do
+from pfbook.methods import diffopf as do
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ from dataclasses import replace
 
 import torch
 
-from pfbook import physics_informed as pi
-from pfbook.cli import parse_settings
+from pfbook.methods import physics_informed as pi
+from pfbook.book.cli import parse_settings
 from pfbook.config import apply_overrides, check_profile
 
 DEFAULT_RUNS = [(4000, 3000), (16000, 3000), (16000, 6000)]

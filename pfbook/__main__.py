@@ -1,6 +1,6 @@
 """``python -m pfbook`` is the ``pfbook`` command."""
 import sys
 
-from pfbook.cli import main
+from pfbook.book.cli import main
 
 sys.exit(main())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pfbook.prepare import dataset, prepare, recipes
+from pfbook.book.prepare import dataset, prepare, recipes
 
 
 def pfbook(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -66,7 +66,7 @@ def test_data_opf_rejects_bad_numbers(tmp_path, args, message):
 
 
 def test_every_option_has_help():
-    from pfbook.cli import build_parser
+    from pfbook.book.cli import build_parser
 
     def walk(parser):
         yield parser
@@ -95,7 +95,7 @@ def test_data_prepare_rejects_unknown_profile():
 
 
 def test_prepare_runs_registered_recipes_for_their_profiles(tmp_path, monkeypatch):
-    import pfbook.prepare as prep
+    import pfbook.book.prepare as prep
 
     monkeypatch.setattr(prep, "_RECIPES", {})
     calls = []

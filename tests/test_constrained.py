@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from pfbook.constrained import (ConstrainedConfig, bus_mismatch, curvature, draw, evaluate, feature_w1, guidance,
+from pfbook.methods.constrained import (ConstrainedConfig, bus_mismatch, curvature, draw, evaluate, feature_w1, guidance,
                                 load_summaries, newton_projection, sampler, save_summary, train_model, w1_standard_error,
                                 within_limits)
-from pfbook.datasets import ac_opf_dataset
+from pfbook.power.datasets import ac_opf_dataset
 from pfbook.diffusion import Normaliser
-from pfbook.grids import load_grid
-from pfbook.primer import FEATURES, PrimerData, imbalance_residual, max_mismatch
+from pfbook.power.grids import load_grid
+from pfbook.book.primer import FEATURES, PrimerData, imbalance_residual, max_mismatch
 from pfbook.diffusion import Layout
 
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from pfbook import corruptions as C
+from pfbook.power import corruptions as C
 
 
 def _x(M=20, T=96, seed=0):

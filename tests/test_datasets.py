@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from pfbook.datasets import OPFDataset, OPFDatasetSpec, ac_opf_dataset
-from pfbook.grids import load_grid
+from pfbook.power.datasets import OPFDataset, OPFDatasetSpec, ac_opf_dataset
+from pfbook.power.grids import load_grid
 from pfbook.io import DatasetError
-from pfbook.physics import nodal_mismatch
+from pfbook.power.physics import nodal_mismatch
 
 QUIET = dict(progress=False)
 
@@ -99,7 +99,7 @@ def test_hopeless_range_is_reported(tmp_path):
 
 _KILLED_RUN = """
 import sys
-from pfbook.datasets import ac_opf_dataset
+from pfbook.power.datasets import ac_opf_dataset
 ac_opf_dataset("case14", 400, out_dir=sys.argv[1], workers=1, chunk_size=10, progress=False)
 """
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pfbook import diffopf as do
+from pfbook.methods import diffopf as do
 from pfbook.diffusion import GuidanceState, Normaliser, Schedule
-from pfbook.grids import load_grid
+from pfbook.power.grids import load_grid
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_profiles_and_bad_names():
 
 
 def test_api_grid_raises_every_load_to_the_edge_of_feasibility():
-    from pfbook.opf import ACOPF
+    from pfbook.power.opf import ACOPF
 
     base, api = load_grid("case5"), do.diffopf_grid("case5_api")
     f = do.api_load_factor("case5")

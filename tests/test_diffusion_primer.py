@@ -5,7 +5,7 @@ import torch
 
 from pfbook.diffusion import Normaliser, ProjectionGuidance, Schedule
 from pfbook.diffusion.guidance import GuidanceState
-from pfbook.primer import (PrimerConfig, forward_imbalance, imbalance_residual, load_data, max_mismatch, mean_w1,
+from pfbook.book.primer import (PrimerConfig, forward_imbalance, imbalance_residual, load_data, max_mismatch, mean_w1,
                            mismatch_constraint)
 
 

@@ -13,7 +13,8 @@ from pfbook.diffusion import (ClampGuidance, Compose, DDIMSampler, DDPMSampler, 
                               GuidanceState, NoiseCorrectionGuidance, ObservationGuidance, ProjectionGuidance,
                               ReplacementGuidance,
                               Schedule, TrainConfig, Trainer, build_denoiser, ddim_timesteps, denormalised,
-                              estimate_optimal_variance, make_sampler, mmd_rbf, ramp)
+                              estimate_optimal_variance, make_sampler, ramp)
+from pfbook.evaluation.distances import mmd_rbf
 from pfbook.diffusion.toy import (gaussian_eps, gaussian_posterior_variance, mode_weights, ring_centres,
                                   ring_of_gaussians)
 

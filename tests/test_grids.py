@@ -4,7 +4,7 @@ import pandapower.networks as pn
 import pytest
 from pypower.api import ext2int, makeYbus
 
-from pfbook.grids import BOOK_GRIDS, Grid, UnknownGridError, known_grids, load_grid, matpower_cases
+from pfbook.power.grids import BOOK_GRIDS, Grid, UnknownGridError, known_grids, load_grid, matpower_cases
 
 
 @pytest.mark.parametrize("name", BOOK_GRIDS)

@@ -44,7 +44,7 @@ def test_read_summaries_first_folder_wins_and_names_a_corrupt_file(tmp_path):
 
 def test_apply_overrides_checks_names_and_types():
     from pfbook.config import apply_overrides
-    from pfbook.diffopf import DiffOPFConfig
+    from pfbook.methods.diffopf import DiffOPFConfig
 
     cfg = DiffOPFConfig.for_profile("ci", grid="case5")
     new = apply_overrides(cfg, {"n_test": 100, "n_draw": 250.0, "step_sweep": ["DDIM 10"], "guidance_scale": 2})

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from pfbook.grids import load_grid
-from pfbook.loadflow import (_CHOLESKY_MIN, MIN_ROWS_PER_WORKER, LoadFlowProblem, _BlockSystem, compare_with_reference,
+from pfbook.power.grids import load_grid
+from pfbook.power.loadflow import (_CHOLESKY_MIN, MIN_ROWS_PER_WORKER, LoadFlowProblem, _BlockSystem, compare_with_reference,
                              d2sbus_dv2, dsbus_dv, reference_solve)
-from pfbook.opf import ACOPF
-from pfbook.physics import bus_power
+from pfbook.power.opf import ACOPF
+from pfbook.power.physics import bus_power
 
 
 def _opf_points(name, n, seed=0):
@@ -41,7 +41,7 @@ def test_derivatives_match_autograd():
     vm = 1 + 0.05 * torch.randn(2, n, generator=gen, dtype=torch.float64)
     V = torch.polar(vm, th)
     S, dVa, dVm = dsbus_dv(lf.Y, V)
-    pc, qc = bus_power(lf.grid, vm, th)               # the branch-wise physics of pfbook.physics
+    pc, qc = bus_power(lf.grid, vm, th)               # the branch-wise physics of pfbook.power.physics
     assert torch.allclose(S.real, pc, atol=1e-10) and torch.allclose(S.imag, qc, atol=1e-10)
 
     def s_of(z):

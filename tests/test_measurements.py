@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from pfbook import measurements as ms
-from pfbook.grids import load_grid
+from pfbook.power import measurements as ms
+from pfbook.power.grids import load_grid
 from pfbook.io import DatasetError
-from pfbook.physics import branch_flows, nodal_mismatch
+from pfbook.power.physics import branch_flows, nodal_mismatch
 
 
 def test_profiles_ship_offline_and_are_normalised():

@@ -1,4 +1,4 @@
-"""Tests of pfbook.opf: MATPOWER's published optima, agreement with PYPOWER's runopf, feasibility of
+"""Tests of pfbook.power.opf: MATPOWER's published optima, agreement with PYPOWER's runopf, feasibility of
 the returned points (checked independently of the solver), warm starts, failures and bad input."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pfbook.grids import BOOK_GRIDS, Grid, load_grid
-from pfbook.opf import ACOPF, FEASIBILITY_TOL, OPFResult, _OPFModel, pypower_runopf, solve_opf
+from pfbook.power.grids import BOOK_GRIDS, Grid, load_grid
+from pfbook.power.opf import ACOPF, FEASIBILITY_TOL, OPFResult, _OPFModel, pypower_runopf, solve_opf
 
 #: MATPOWER's published optimal costs ($/h) of its case files (MATPOWER 7 ``runopf``).
 PUBLISHED = {"case5": 17551.89, "case14": 8081.53, "case30": 576.89, "case57": 41737.79,

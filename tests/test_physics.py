@@ -6,8 +6,8 @@ import pytest
 import torch
 from pypower.api import ppoption, runpf
 
-from pfbook.grids import BOOK_GRIDS, Grid, load_grid
-from pfbook.physics import (branch_flows, grid_tensors, injections, limit_violations, mismatch_magnitude,
+from pfbook.power.grids import BOOK_GRIDS, Grid, load_grid
+from pfbook.power.physics import (branch_flows, grid_tensors, injections, limit_violations, mismatch_magnitude,
                             nodal_mismatch)
 
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from pfbook import physics_informed as pi
-from pfbook.datasets import ac_opf_dataset
+from pfbook.methods import physics_informed as pi
+from pfbook.power.datasets import ac_opf_dataset
 from pfbook.diffusion import GuidanceState, Layout, LossContext, Trainer
-from pfbook.grids import load_grid
+from pfbook.power.grids import load_grid
 
 
 @pytest.fixture(scope="module")

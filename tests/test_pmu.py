@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("andes")
-from pfbook import pmu  # noqa: E402
+from pfbook.power import pmu  # noqa: E402
 
 
 def test_cases_ship_offline():

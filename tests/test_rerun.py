@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from pfbook.rerun import find_book_root, grid_folder_name, resolve_chapters, toc_chapters
+from pfbook.book.rerun import find_book_root, grid_folder_name, resolve_chapters, toc_chapters
 
 PARAMETERS = 'grid = "case5"\nprofile = "default"\ndevice = "cpu"\nseed = 0'
 
@@ -169,7 +169,7 @@ def test_method_chapters_take_overrides():
     import papermill
 
     root = Path(__file__).resolve().parents[1]
-    from pfbook.rerun import notebook_parameters
+    from pfbook.book.rerun import notebook_parameters
 
     for name in ("04_constrained_diffusion", "05_diffopf", "06_physics_informed_ddpm", "07_tsdm_recovery"):
         path = root / "book" / f"{name}.ipynb"
@@ -210,7 +210,7 @@ def test_param_sets_a_named_parameter_of_the_chapter(book: Path, tmp_path: Path)
 
 
 def test_param_unknown_to_a_chapter_is_refused_before_anything_runs(book: Path, tmp_path: Path):
-    from pfbook.rerun import check_params, rerun
+    from pfbook.book.rerun import check_params, rerun
 
     out = tmp_path / "r"
     # "bad" has only grid, profile, device, seed: the error names the chapter and lists what it has
@@ -232,7 +232,7 @@ def test_param_unknown_to_a_chapter_is_refused_before_anything_runs(book: Path, 
 
 def test_param_names_of_the_tsdm_chapter():
     """The TSDM chapter takes its PMU system as a parameter, so `--param pmu_case=npcc` passes the check."""
-    from pfbook.rerun import check_params
+    from pfbook.book.rerun import check_params
 
     root = Path(__file__).resolve().parents[1]
     chapters = resolve_chapters(root, ["07_tsdm_recovery"])

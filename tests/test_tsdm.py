@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from pfbook import tsdm
-from pfbook.corruptions import corrupt_batch
+from pfbook.methods import tsdm
+from pfbook.power.corruptions import corrupt_batch
 from pfbook.io import DatasetError
-from pfbook.tsdm_baselines import EncoderWGAN, LSTMPredictor, RobustPCA, VAERecovery, rpca_admm
+from pfbook.methods.tsdm.baselines import EncoderWGAN, LSTMPredictor, RobustPCA, VAERecovery, rpca_admm
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +322,7 @@ def test_x0_clamp_bounds_each_channel_by_its_own_training_range(windows, model):
 
 def test_state_estimation_angles_are_relative_to_the_reference_bus(tmp_path):
     """case118's reference bus sits at 30° in the case file, at 0 in the dataset's power flow."""
-    from pfbook.measurements import scada_dataset
+    from pfbook.power.measurements import scada_dataset
 
     ds = scada_dataset("case118", start_day=154, n_days=3, out_dir=tmp_path, workers=1, progress=False)
     cfg = replace(tsdm.TSDMConfig.for_profile("ci", "case118"), region=3, window=24, stride=12)

@@ -9,17 +9,16 @@ It sees tensors and callables only, never grids or power flows (those are compos
 * :mod:`~pfbook.diffusion.training` -- Algorithm 1 with an extra-loss hook, EMA, checkpoints, resume;
 * :mod:`~pfbook.diffusion.samplers` -- DDPM, DDIM on subsequences, DDIM with TSDM's optimal variance;
 * :mod:`~pfbook.diffusion.guidance` -- edits of (ε̂, x̂_0) between the model call and the step;
-* :mod:`~pfbook.diffusion.toy`, :mod:`~pfbook.diffusion.metrics` -- known-answer targets and two-sample distances.
+* :mod:`~pfbook.diffusion.toy` -- known-answer targets (the distances that judge samples are in :mod:`pfbook.evaluation`).
 """
-from .denoisers import ConvUNetDenoiser, Denoiser, MLPDenoiser, UNetMLPDenoiser, build_denoiser, timestep_embedding
-from .guidance import (ClampGuidance, Compose, GradientGuidance, Guidance, GuidanceState, NoiseCorrectionGuidance,
+from pfbook.diffusion.denoisers import ConvUNetDenoiser, Denoiser, MLPDenoiser, UNetMLPDenoiser, build_denoiser, timestep_embedding
+from pfbook.diffusion.guidance import (ClampGuidance, Compose, GradientGuidance, Guidance, GuidanceState, NoiseCorrectionGuidance,
                        ObservationGuidance, ProjectionGuidance, ReplacementGuidance, denormalised, ramp)
-from .metrics import mmd_rbf, sliced_wasserstein
-from .normalise import Normaliser
-from .samplers import (DDIMSampler, DDPMSampler, OptimalVariance, Sampler, ddim_timesteps, estimate_optimal_variance,
+from pfbook.diffusion.normalise import Normaliser
+from pfbook.diffusion.samplers import (DDIMSampler, DDPMSampler, OptimalVariance, Sampler, ddim_timesteps, estimate_optimal_variance,
                        make_sampler, predict)
-from .schedules import LearnedSchedule, Schedule, cosine_alpha_bar, fit_schedule, linear_betas, make_schedule
-from .training import (DiffusionModel, Layout, LossContext, TrainConfig, Trainer, load_checkpoint, resolve_device,
+from pfbook.diffusion.schedules import LearnedSchedule, Schedule, cosine_alpha_bar, fit_schedule, linear_betas, make_schedule
+from pfbook.diffusion.training import (DiffusionModel, Layout, LossContext, TrainConfig, Trainer, load_checkpoint, resolve_device,
                        save_checkpoint, train)
 
 __all__ = [
@@ -32,5 +31,4 @@ __all__ = [
     "make_sampler", "predict",
     "Guidance", "GuidanceState", "Compose", "GradientGuidance", "ProjectionGuidance", "ObservationGuidance", "ReplacementGuidance",
     "NoiseCorrectionGuidance", "ClampGuidance", "denormalised", "ramp",
-    "mmd_rbf", "sliced_wasserstein",
 ]

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .schedules import Schedule
+from pfbook.diffusion.schedules import Schedule
 
 @dataclass
 class GuidanceState:

@@ -34,8 +34,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .guidance import Guidance, GuidanceState
-from .schedules import Schedule
+from pfbook.diffusion.guidance import Guidance, GuidanceState
+from pfbook.diffusion.schedules import Schedule
 
 
 def predict(model: Callable, x: torch.Tensor, t: "int | torch.Tensor", cond: torch.Tensor | None,

@@ -2,7 +2,7 @@
 
 :func:`ring_of_gaussians` is the usual 2-D test of mode coverage: k equal-weight Gaussians on a circle.
 A sampler that drops a mode, or shifts weight between modes, shows up in :func:`mode_weights`; one that
-blurs the modes shows up in the share of samples far from every centre and in :func:`~pfbook.diffusion.metrics.mmd_rbf`.
+blurs the modes shows up in the share of samples far from every centre and in :func:`~pfbook.evaluation.distances.mmd_rbf`.
 :func:`gaussian_eps` is the exact noise predictor for Gaussian data, so anything computed from a model
 (e.g. the optimal variance of TSDM eq. 28) can be compared with its closed form.
 """
@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from .schedules import Schedule
+from pfbook.diffusion.schedules import Schedule
 
 
 def ring_centres(k: int = 8, radius: float = 2.0) -> torch.Tensor:

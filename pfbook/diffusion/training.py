@@ -28,11 +28,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..io import DatasetError, atomic_write_bytes
-from .denoisers import Denoiser, build_denoiser
-from .normalise import Normaliser
-from .samplers import DDPMSampler, OptimalVariance, Sampler, estimate_optimal_variance
-from .schedules import Schedule
+from pfbook.io import DatasetError, atomic_write_bytes
+from pfbook.diffusion.denoisers import Denoiser, build_denoiser
+from pfbook.diffusion.normalise import Normaliser
+from pfbook.diffusion.samplers import DDPMSampler, OptimalVariance, Sampler, estimate_optimal_variance
+from pfbook.diffusion.schedules import Schedule
 
 FORMAT = "pfbook.diffusion_checkpoint"
 FORMAT_VERSION = 1

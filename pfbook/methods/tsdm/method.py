@@ -1,7 +1,7 @@
 """TSDM: two-stage diffusion recovery of attacked and lost measurements (Pei, Wang, Shi & Wang, seed 002).
 
-The method composes the measurement layer (:mod:`pfbook.measurements`, :mod:`pfbook.pmu`,
-:mod:`pfbook.corruptions`) with the diffusion core (:mod:`pfbook.diffusion`):
+The method composes the measurement layer (:mod:`pfbook.power.measurements`, :mod:`pfbook.power.pmu`,
+:mod:`pfbook.power.corruptions`) with the diffusion core (:mod:`pfbook.diffusion`):
 
 * **data** -- measurement windows y_0 ∈ R^{M×T} of one *region* of a system (:func:`load_windows`): for SCADA the
   channels P_i, Q_i, U_i of the ``region`` buses nearest the reference bus and P_ij, Q_ij of the branches between
@@ -24,7 +24,7 @@ The method composes the measurement layer (:mod:`pfbook.measurements`, :mod:`pfb
   repaired windows and the flagged entries; :func:`weighted_rmse` is eq. 36.
 
 The chapter's tables (I, III, IV), sweeps (Fig. 14, 15), traces (Figs. 8-13) and the state estimation
-before/after recovery are functions here; the baselines live in :mod:`pfbook.tsdm_baselines`.
+before/after recovery are functions here; the baselines live in :mod:`pfbook.methods.tsdm.baselines`.
 """
 from __future__ import annotations
 
@@ -37,11 +37,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import check_profile, data_dir
-from .corruptions import ATTACKS, LOSSES, corrupt_batch, paper_magnitudes
-from .diffusion import (ClampGuidance, Compose, ConvUNetDenoiser, DDIMSampler, DDPMSampler, DiffusionModel, Layout,
+from pfbook.config import check_profile, data_dir
+from pfbook.power.corruptions import ATTACKS, LOSSES, corrupt_batch, paper_magnitudes
+from pfbook.diffusion import (ClampGuidance, Compose, ConvUNetDenoiser, DDIMSampler, DDPMSampler, DiffusionModel, Layout,
                         NoiseCorrectionGuidance, Normaliser, ReplacementGuidance, Sampler, Schedule, TrainConfig, Trainer)
-from .io import DatasetError, read_summaries, write_summary
+from pfbook.io import DatasetError, read_summaries, write_summary
 
 __all__ = ["TSDMConfig", "Windows", "load_windows", "train_prior", "TSDM", "Recovery", "recover", "weighted_rmse",
            "channel_weights", "SCENARIOS", "corrupt_windows", "recovery_table", "speed_table", "omega_sweep",
@@ -53,7 +53,7 @@ __all__ = ["TSDMConfig", "Windows", "load_windows", "train_prior", "TSDM", "Reco
 SCADA_SYSTEMS: dict[str, int] = {"case30": 6, "case57": 10, "case118": 20}
 #: PMU systems of Table III and the number of generators in their region (paper: M = 48, 120 channels)
 PMU_SYSTEMS: dict[str, int] = {"ieee39": 5, "npcc": 13}
-#: rows of Tables I and III: label -> corruption kind of :mod:`pfbook.corruptions`
+#: rows of Tables I and III: label -> corruption kind of :mod:`pfbook.power.corruptions`
 SCENARIOS: dict[str, str] = {"FDIA step": "step", "FDIA ramp": "ramp", "FDIA random": "random",
                              "data loss RM": "rm", "data loss NM": "nm"}
 
@@ -217,7 +217,7 @@ def _constant(train: np.ndarray) -> np.ndarray:
 
 def scada_data(system: str, profile: str, out_dir: Path | None = None, progress: bool = False):
     """The SCADA dataset of ``system`` with the days of ``profile`` (the one ``pfbook data prepare`` makes)."""
-    from .measurements import SCADA_DAYS, scada_dataset
+    from pfbook.power.measurements import SCADA_DAYS, scada_dataset
 
     start_day, n_days = SCADA_DAYS[check_profile(profile)]
     return scada_dataset(system, start_day=start_day, n_days=n_days, seed=0,
@@ -226,7 +226,7 @@ def scada_data(system: str, profile: str, out_dir: Path | None = None, progress:
 
 def pmu_data(system: str, profile: str, out_dir: Path | None = None, progress: bool = False):
     """The PMU dataset of ``system`` with the events of ``profile`` (the one ``pfbook data prepare`` makes)."""
-    from .pmu import PMU_EVENTS, pmu_dataset
+    from pfbook.power.pmu import PMU_EVENTS, pmu_dataset
 
     n_events, t_end = PMU_EVENTS[check_profile(profile)]
     return pmu_dataset(system, n_events, t_end=t_end, seed=0,
@@ -243,7 +243,7 @@ def load_windows(cfg: TSDMConfig, dataset=None, out_dir: Path | None = None, pro
 
 
 def _scada_windows(cfg: TSDMConfig, ds) -> Windows:
-    from .measurements import area_buses
+    from pfbook.power.measurements import area_buses
 
     grid = ds.grid
     area = set(np.asarray(grid.bus_ids)[area_buses(grid, None, cfg.region_size)].tolist())
@@ -577,7 +577,7 @@ class TSDM:
         info = dm.meta.get("tsdm")
         if info is None:
             raise DatasetError(f"{Path(path).name} is a diffusion checkpoint without TSDM's settings; "
-                               f"train it with pfbook.tsdm.train_prior")
+                               f"train it with pfbook.methods.tsdm.train_prior")
         d = dict(info["config"])
         d.setdefault("prediction", "epsilon")          # checkpoints written before the setting existed
         d["mults"] = tuple(d["mults"])
@@ -611,7 +611,7 @@ def channel_diagnostics(model: TSDM, windows: Windows, n: int | None = None, see
     FDIA offsets of the tables (1-10 % of the channel's mean |value| for magnitudes, 10-100 % for angles). An
     attack smaller than the threshold cannot be flagged.
     """
-    from .corruptions import channel_scale
+    from pfbook.power.corruptions import channel_scale
 
     clean = windows.test if n is None else windows.test[:n]
     rms = np.sqrt(np.mean(windows.train ** 2, axis=(0, 2)))
@@ -641,7 +641,7 @@ def eps_loss_by_step(model: TSDM, windows: Windows, timesteps: Sequence[int] = (
     than learnt what windows look like (the noise-free end is where stage 1 takes its details from).
     """
     dm = model.dm
-    from .diffusion.samplers import predict
+    from pfbook.diffusion.samplers import predict
 
     out = {}
     for split in ("train", "test"):

@@ -38,8 +38,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import available_cpus
-from .io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
+from pfbook.config import available_cpus
+from pfbook.io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 
 PMU_CASES: dict[str, dict[str, Any]] = {
     "ieee39": dict(file="ieee39/ieee39_full.xlsx", n_pmu=13, paper="IEEE 39-bus, PMUs at 13 buses"),

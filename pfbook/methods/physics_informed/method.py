@@ -1,11 +1,11 @@
 """Physics-informed DDPM with a learned noise schedule (Wang, Upadhyay, Zaman & Srikantha, seed 003).
 
-The method composes the power-system layer (:mod:`pfbook.physics`) with the diffusion core
+The method composes the power-system layer (:mod:`pfbook.power.physics`) with the diffusion core
 (:mod:`pfbook.diffusion`):
 
 * **data** -- AC-OPF records x = (P_D, Q_D at load buses, |V|, φ at all buses, P_G, Q_G at generators),
   loads U(0.8, 1.2) of nominal and linear generator costs U(0.5, 1.5) of default
-  (:func:`pfbook.datasets.ac_opf_dataset`), per unit and radians; normalised to [0, 1] within the operating
+  (:func:`pfbook.power.datasets.ac_opf_dataset`), per unit and radians; normalised to [0, 1] within the operating
   bounds C1-C4 (:func:`operating_bounds`);
 * **imbalance** -- R(x) = mean over buses of |S_i| (eq. 7), S_i the complex nodal mismatch with the full bus
   admittance (:func:`imbalance`, :func:`imbalance_fn`); γ_T the mean R of pure Gaussian noise and
@@ -34,13 +34,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .config import PROFILES, check_profile, data_dir
-from .diffusion import (DDPMSampler, DiffusionModel, Guidance, GuidanceState, Layout, LearnedSchedule, LossContext,
-                        Normaliser, ProjectionGuidance, Schedule, TrainConfig, Trainer, UNetMLPDenoiser, fit_schedule,
-                        mmd_rbf, sliced_wasserstein)
-from .grids import Grid, load_grid
-from .io import summary_table, write_summary
-from .physics import grid_tensors, injections, limit_violations, mismatch_magnitude, nodal_mismatch
+from pfbook.config import PROFILES, check_profile, data_dir
+from pfbook.diffusion import (DDPMSampler, DiffusionModel, Guidance, GuidanceState, Layout, LearnedSchedule, LossContext,
+                        Normaliser, ProjectionGuidance, Schedule, TrainConfig, Trainer, UNetMLPDenoiser, fit_schedule)
+from pfbook.evaluation.distances import mmd_rbf, sliced_wasserstein
+from pfbook.power.grids import Grid, load_grid
+from pfbook.io import summary_table, write_summary
+from pfbook.power.physics import grid_tensors, injections, limit_violations, mismatch_magnitude, nodal_mismatch
 
 __all__ = ["FEATURES", "PAPER_TABLE_I", "PAPER_GAMMA_T", "PhysicsInformedConfig", "PIData", "load_data",
            "split_record", "operating_bounds", "make_normaliser", "imbalance", "imbalance_fn", "mismatch_fn",
@@ -205,7 +205,7 @@ def make_normaliser(low: np.ndarray, high: np.ndarray) -> Normaliser:
 
 def load_data(cfg: PhysicsInformedConfig, progress: bool = False) -> PIData:
     """AC-OPF records of ``cfg.grid`` with loads and costs sampled (generated once, then read from the data folder)."""
-    from .datasets import ac_opf_dataset
+    from pfbook.power.datasets import ac_opf_dataset
 
     ds = ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, cost_range=cfg.cost_range,
                         seed=cfg.seed, out_dir=data_dir(), progress=progress)

@@ -4,7 +4,7 @@ The method composes the power-system layer with the diffusion core:
 
 * **data** -- OPF records x_0 = (p_d, q_d, p_g, q_g) (loads and generators in the grid's order, per unit):
   loads x U(0.8, 1.0) with the power factor kept, linear cost coefficients x U(0.6, 1.4)
-  (:func:`pfbook.datasets.ac_opf_dataset`); held-out test loads are a second dataset with another seed.
+  (:func:`pfbook.power.datasets.ac_opf_dataset`); held-out test loads are a second dataset with another seed.
   ``<case>_api`` names the PJM-API-style variant: the case's loads raised by the factor of
   :func:`api_load_factor` (the largest multiple of 0.05 at which the AC-OPF still converges), so that
   generator and line limits bind;
@@ -15,7 +15,7 @@ The method composes the power-system layer with the diffusion core:
   (:class:`~pfbook.diffusion.ReplacementGuidance`); 250 samples per load in one batch;
 * **DeepOPF** -- an MLP regressor (p_d, q_d) -> (p_g, q_g) trained with MSE on the same records;
 * **evaluation** -- each warm start is projected on the power-flow manifold by the load-flow problem (20)
-  (:mod:`pfbook.loadflow`), then judged by eq. (21a-c): optimality gap against the test record's OPF cost
+  (:mod:`pfbook.power.loadflow`), then judged by eq. (21a-c): optimality gap against the test record's OPF cost
   (with that record's cost coefficients), setpoint error (the objective of (20)), voltage violation; Table I
   takes the best sample per metric and reports the mean and CVaR10% over test loads; Table II the sample
   complexity of eq. (16)-(19).
@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import check_profile, data_dir
-from .diffusion import (ClampGuidance, Compose, DDIMSampler, DDPMSampler, DiffusionModel, Layout, MLPDenoiser, Normaliser,
+from pfbook.config import check_profile, data_dir
+from pfbook.diffusion import (ClampGuidance, Compose, DDIMSampler, DDPMSampler, DiffusionModel, Layout, MLPDenoiser, Normaliser,
                         ObservationGuidance, ReplacementGuidance, Schedule, TrainConfig, Trainer)
-from .grids import Grid, load_grid
-from .io import read_summaries, write_summary
-from .loadflow import LoadFlowProblem
+from pfbook.power.grids import Grid, load_grid
+from pfbook.io import read_summaries, write_summary
+from pfbook.power.loadflow import LoadFlowProblem
 
 __all__ = ["DiffOPFConfig", "diffopf_grid", "api_load_factor", "OPFRecords", "load_records", "train_prior",
            "conditional_guidance", "sample_dispatch", "GridRun", "run_grid", "DeepOPF", "train_deepopf", "evaluate_warm_starts",
@@ -105,7 +105,7 @@ class DiffOPFConfig:
     def for_profile(cls, profile: str, grid: str = "case5", seed: int = 0, device: str = "cpu") -> "DiffOPFConfig":
         """The settings of ``profile`` for ``grid``. In the ``default`` profile a grid of more than
         :data:`LARGE_GRID` buses is judged on fewer loads and draws (see :data:`LARGE_GRID_DEFAULT`): its load-flow
-        solves cost about 0.04 CPU-seconds each on 118 buses (sparse backend of :mod:`pfbook.loadflow`), and 25 000
+        solves cost about 0.04 CPU-seconds each on 118 buses (sparse backend of :mod:`pfbook.power.loadflow`), and 25 000
         of them would add a quarter of an hour per grid to the book build."""
         base = replace(cls(), grid=grid, seed=seed, device=device)
         if diffopf_grid(grid).n_bus > LARGE_GRID:
@@ -148,7 +148,7 @@ API_SUFFIX = "_api"
 def api_load_factor(base: str, step: float = 0.05, limit: float = 4.0) -> float:
     """The largest multiple of ``step`` by which every load of ``base`` can be raised with the AC-OPF still
     converging: at that loading the generator and line limits bind (the PGLib "API" idea, reproduced here)."""
-    from .opf import ACOPF
+    from pfbook.power.opf import ACOPF
 
     g = load_grid(base)
     solver = ACOPF(g)
@@ -210,7 +210,7 @@ FEATURES = ("pd", "qd", "pg", "qg")
 def load_records(cfg: DiffOPFConfig, progress: bool = False, out_dir: "str | Path | None" = None) -> OPFRecords:
     """The training dataset (seed ``cfg.seed``) and the test dataset (seed ``cfg.seed + 1``), generated once
     (in ``out_dir``, by default the data folder of :func:`pfbook.config.data_dir`)."""
-    from .datasets import ac_opf_dataset
+    from pfbook.power.datasets import ac_opf_dataset
 
     g = diffopf_grid(cfg.grid)
     kw = dict(load_range=cfg.load_range, cost_range=cfg.cost_range, out_dir=out_dir or data_dir(), progress=progress)

@@ -48,7 +48,7 @@ order for smaller batches). The two backends agree to rounding (below 1e-9 from 
 buses, the dense one otherwise.
 
 :func:`reference_solve` solves the same problem with Ipopt in the full space (all four variable groups,
-all 2 n_bus balance equations written branch by branch with :func:`pfbook.physics.nodal_mismatch`, a quasi-
+all 2 n_bus balance equations written branch by branch with :func:`pfbook.power.physics.nodal_mismatch`, a quasi-
 Newton Hessian): an independent formulation, algorithm and code path to check the batched solver against.
 """
 from __future__ import annotations
@@ -64,9 +64,9 @@ import scipy.sparse.linalg as spla
 import torch
 from threadpoolctl import threadpool_limits
 
-from .config import available_cpus
-from .grids import Grid, load_grid
-from .physics import grid_tensors, nodal_mismatch
+from pfbook.config import available_cpus
+from pfbook.power.grids import Grid, load_grid
+from pfbook.power.physics import grid_tensors, nodal_mismatch
 
 __all__ = ["SPARSE_ABOVE", "LoadFlowProblem", "LoadFlowResult", "solve_load_flow", "reference_solve",
            "compare_with_reference", "dsbus_dv", "d2sbus_dv2", "worker_count"]
@@ -388,7 +388,7 @@ class LoadFlowResult:
     iterations: np.ndarray    # (B,) iterations taken
     residual: np.ndarray      # (B,) final max |KKT residual|
     distance: np.ndarray      # (B,) objective (20a): ||p̃_g - p_g||² + ||q̃_g - q_g||²  (p.u.²)
-    balance: np.ndarray       # (B,) max nodal mismatch of the solution (p.u.), from pfbook.physics
+    balance: np.ndarray       # (B,) max nodal mismatch of the solution (p.u.), from pfbook.power.physics
     seconds: float
     retried: int = 0          # warm starts solved a second time with the careful setting (see solve's retry)
 
@@ -854,7 +854,7 @@ class LoadFlowProblem:
         theta = x.new_zeros(B, n)
         theta[:, self.nonref] = x[:, :n - 1]
         v = x[:, n - 1:]
-        # independent check of the balance with the branch-wise physics of pfbook.physics
+        # independent check of the balance with the branch-wise physics of pfbook.power.physics
         gt = grid_tensors(g, dev, f64)
         p = pgn.new_zeros(B, n).index_add(1, self.gen_bus, pgn).index_add(1, self.load_bus, -pd)
         q = qgn.new_zeros(B, n).index_add(1, self.gen_bus, qgn).index_add(1, self.load_bus, -qd)
@@ -878,7 +878,7 @@ def reference_solve(grid: "Grid | str", pg, qg, pd, qd, tol: float = 1e-11, max_
     """Problem (20) for one warm start, solved with Ipopt in the full space (the check of the batched solver).
 
     Variables (p̃_g, q̃_g, θ of non-reference buses, v); constraints: the 2 n_bus nodal balances of
-    :func:`pfbook.physics.nodal_mismatch` (branch by branch, shunts included), their Jacobian by torch autograd;
+    :func:`pfbook.power.physics.nodal_mismatch` (branch by branch, shunts included), their Jacobian by torch autograd;
     Hessian: Ipopt's limited-memory quasi-Newton. Started at the warm start and flat voltages.
     Returns a dict with pg, qg, v, theta, distance, status.
     """

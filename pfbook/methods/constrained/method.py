@@ -1,10 +1,10 @@
 """Domain-constrained diffusion for power-flow records (Hoseinpour & Dvorkin, seed 000).
 
-The method composes the power-system layer (:mod:`pfbook.physics`) with the diffusion core
+The method composes the power-system layer (:mod:`pfbook.power.physics`) with the diffusion core
 (:mod:`pfbook.diffusion`):
 
 * **data** -- AC-OPF records x_0 = (p, q, v, θ) at every bus, loads scaled U(0.8, 1.0) of nominal
-  (:func:`pfbook.datasets.ac_opf_dataset`), per unit and radians, in the grid's bus order;
+  (:func:`pfbook.power.datasets.ac_opf_dataset`), per unit and radians, in the grid's bus order;
 * **model** -- the appendix's MLP ε_θ(x_t, t) with the linear β schedule (T = 1000, β 1e-4 -> 0.02), trained
   with Algorithm 1 (:class:`ConstrainedConfig` holds the sizes per profile);
 * **guided sampling** (Algorithm 3) -- at every reverse step Tweedie's x̂_0 (eq. 6) is moved down the gradient
@@ -15,7 +15,7 @@ The method composes the power-system layer (:mod:`pfbook.physics`) with the diff
   sample, which makes it satisfy them to 1e-8 p.u.; :func:`evaluate`, the comparison table the paper lacks.
 
 The helpers the primer chapter already has (record layout and loading, mismatch of records, R_H and H in physical
-units) come from :mod:`pfbook.records`, the layer both chapters share.
+units) come from :mod:`pfbook.methods.constrained.records`, the layer both chapters share.
 """
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import PROFILES, check_profile, published_results
-from .diffusion import (DDIMSampler, DDPMSampler, DiffusionModel, GradientGuidance, MLPDenoiser, Normaliser,
+from pfbook.config import PROFILES, check_profile, published_results
+from pfbook.diffusion import (DDIMSampler, DDPMSampler, DiffusionModel, GradientGuidance, MLPDenoiser, Normaliser,
                         Sampler, Schedule, TrainConfig, Trainer, ramp)
-from .grids import Grid, load_grid
-from .io import summary_table, write_summary
-from .physics import bus_power, grid_tensors, nodal_mismatch
-from .records import FEATURES, imbalance_residual, load_data, mismatch, mismatch_constraint, split_features
+from pfbook.power.grids import Grid, load_grid
+from pfbook.io import summary_table, write_summary
+from pfbook.power.physics import bus_power, grid_tensors, nodal_mismatch
+from pfbook.methods.constrained.records import FEATURES, imbalance_residual, load_data, mismatch, mismatch_constraint, split_features
 
 __all__ = ["ConstrainedConfig", "lambda_schedule", "guidance", "make_guidance", "sweep", "train_model", "sampler", "draw",
            "curvature", "newton_projection", "within_limits", "feature_w1", "w1_standard_error", "bus_mismatch", "evaluate", "save_summary",
@@ -343,7 +343,7 @@ def bus_mismatch(grid: Grid, samples: Mapping[str, np.ndarray]) -> pd.DataFrame:
 
 
 def _sliced_w(x: np.ndarray, reference: np.ndarray, seed: int = 0) -> float:
-    from .diffusion import sliced_wasserstein
+    from pfbook.evaluation.distances import sliced_wasserstein
 
     keep, std = _varying(reference), reference.std(0)
     mu = reference.mean(0)

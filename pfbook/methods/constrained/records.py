@@ -12,10 +12,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import data_dir
-from .diffusion import Layout, Normaliser
-from .grids import Grid, load_grid
-from .physics import grid_tensors, nodal_mismatch
+from pfbook.config import data_dir
+from pfbook.diffusion import Layout, Normaliser
+from pfbook.power.grids import Grid, load_grid
+from pfbook.power.physics import grid_tensors, nodal_mismatch
 
 #: Record layout: every bus's net active and reactive injection, voltage magnitude and angle.
 FEATURES = ("p", "q", "v", "theta")
@@ -35,7 +35,7 @@ class RecordData:
 
 def load_data(cfg, progress: bool = False) -> RecordData:
     """AC-OPF records of ``cfg.grid`` (any config with grid, n_samples, load_range, seed, test_fraction) (generated once, then read from the data folder), split by a seeded shuffle."""
-    from .datasets import ac_opf_dataset
+    from pfbook.power.datasets import ac_opf_dataset
 
     ds = ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir(),
                         progress=progress)

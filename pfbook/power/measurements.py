@@ -50,10 +50,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .config import available_cpus
-from .datasets import _safe, grid_fingerprint
-from .grids import Grid, load_grid
-from .io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
+from pfbook.config import available_cpus
+from pfbook.power.datasets import _safe, grid_fingerprint
+from pfbook.power.grids import Grid, load_grid
+from pfbook.io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 
 STEPS_PER_DAY = 96
 SIMBENCH_CASE = "1-complete_data-mixed-all-0-sw"

@@ -5,8 +5,8 @@
     pfbook data prepare --profile default         the datasets the chapters need
     pfbook rerun --grid case39                    every chapter again, for another grid
 
-Each subcommand is a thin layer over a function of the package (``pfbook.grids.load_grid``,
-``pfbook.datasets.ac_opf_dataset``, ``pfbook.prepare.prepare``, ``pfbook.rerun.rerun``); heavy
+Each subcommand is a thin layer over a function of the package (``pfbook.power.grids.load_grid``,
+``pfbook.power.datasets.ac_opf_dataset``, ``pfbook.book.prepare.prepare``, ``pfbook.book.rerun.rerun``); heavy
 modules are imported inside the command that needs them so that ``pfbook --help`` is instant.
 A mistake in the arguments (an unknown grid, an empty range, a missing file) is reported as one line
 ``pfbook: error: ...`` with exit status 2; anything else is a bug and shows its traceback.
@@ -41,7 +41,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "bad input", shown without a traceback (evaluated only on error)."""
     errors: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError)
     try:
-        from pfbook.grids import UnknownGridError
+        from pfbook.power.grids import UnknownGridError
 
         errors += (UnknownGridError,)
     except ImportError:
@@ -51,7 +51,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 # ---------------------------------------------------------------------- pfbook grids
 def cmd_grids(args: argparse.Namespace) -> int:
-    from pfbook.grids import known_grids, load_grid
+    from pfbook.power.grids import known_grids, load_grid
 
     known = known_grids()
     names = args.names or list(known["book"])
@@ -89,7 +89,7 @@ def _range(name: str, lo_hi: Sequence[float] | None) -> tuple[float, float] | No
 
 
 def cmd_data_opf(args: argparse.Namespace) -> int:
-    from pfbook.grids import load_grid
+    from pfbook.power.grids import load_grid
 
     if args.samples < 1:
         raise ValueError(f"--samples must be at least 1, got {args.samples}")
@@ -99,7 +99,7 @@ def cmd_data_opf(args: argparse.Namespace) -> int:
     cost_range = _range("--cost-range", args.cost_range)
     load_grid(args.grid)  # an unknown grid fails here, before any worker starts
 
-    from pfbook.datasets import ac_opf_dataset
+    from pfbook.power.datasets import ac_opf_dataset
 
     ds = ac_opf_dataset(args.grid, args.samples, load_range=load_range, cost_range=cost_range,
                         seed=args.seed, out_dir=args.out or data_dir(), workers=args.workers,
@@ -118,7 +118,7 @@ def cmd_data_opf(args: argparse.Namespace) -> int:
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-    from pfbook.prepare import prepare, recipes
+    from pfbook.book.prepare import prepare, recipes
 
     profile = args.profile or default_profile()
     if args.list:
@@ -139,7 +139,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- pfbook rerun
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from pfbook.rerun import format_table, rerun, run_folder
+    from pfbook.book.rerun import format_table, rerun, run_folder
 
     n_failed = n_runs = 0
     for grid in args.grid:

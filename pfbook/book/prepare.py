@@ -8,14 +8,14 @@ A chapter that needs a dataset registers a *recipe* here, in this module, with :
 
     @dataset("opf-case5", "AC-OPF solutions of case5 for the constrained-diffusion chapter")
     def _opf_case5(profile: str, data_dir: Path, progress: bool):
-        from pfbook.datasets import ac_opf_dataset       # import inside: keeps the CLI fast
+        from pfbook.power.datasets import ac_opf_dataset       # import inside: keeps the CLI fast
 
         n = {"ci": 200, "default": 5000, "paper": 5000}[profile]
         return ac_opf_dataset("case5", n, out_dir=data_dir, progress=progress)
 
 A recipe receives the profile name, the data folder and whether to show progress, and returns
 what it wrote: a path, a list of paths, or an object with a ``.path`` attribute (such as the result
-of :func:`pfbook.datasets.ac_opf_dataset`). Recipes must be idempotent: the dataset generators
+of :func:`pfbook.power.datasets.ac_opf_dataset`). Recipes must be idempotent: the dataset generators
 cache their output, so running ``prepare`` twice costs nothing the second time.
 
 Recipes live here rather than beside the code they call because this module is part of the
@@ -122,7 +122,7 @@ def prepare(profile: str = "default", data_dir: str | os.PathLike | None = None,
 
 def _opf(cfg, data_dir: Path, progress: bool):
     """The AC-OPF dataset a chapter config (grid, n_samples, load_range, seed) describes."""
-    from pfbook.datasets import ac_opf_dataset     # imported here: keeps the command line fast
+    from pfbook.power.datasets import ac_opf_dataset     # imported here: keeps the command line fast
 
     return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir,
                           progress=progress)
@@ -137,7 +137,7 @@ def _opf_case5(profile: str, data_dir: Path, progress: bool):
 
 @dataset("scada-case30", "SCADA measurements of case30 driven by simbench profiles, for 'Measurement data'")
 def _scada_case30(profile: str, data_dir: Path, progress: bool):
-    from pfbook.measurements import SCADA_DAYS, scada_dataset     # imported here: keeps the command line fast
+    from pfbook.power.measurements import SCADA_DAYS, scada_dataset     # imported here: keeps the command line fast
 
     start_day, n_days = SCADA_DAYS[profile]
     return scada_dataset("case30", start_day=start_day, n_days=n_days, seed=0, out_dir=data_dir, progress=progress)
@@ -145,14 +145,14 @@ def _scada_case30(profile: str, data_dir: Path, progress: bool):
 
 @dataset("opf-constrained", "AC-OPF solutions (p, q, v, θ) of case5 for 'Domain-constrained diffusion'")
 def _opf_constrained(profile: str, data_dir: Path, progress: bool):
-    from pfbook.constrained import ConstrainedConfig     # imported here: keeps the command line fast
+    from pfbook.methods.constrained import ConstrainedConfig     # imported here: keeps the command line fast
 
     return _opf(ConstrainedConfig.for_profile(profile, grid="case5"), data_dir, progress)
 
 
 @dataset("pmu-ieee39", "ANDES PMU records of IEEE 39-bus events, for 'Measurement data'")
 def _pmu_ieee39(profile: str, data_dir: Path, progress: bool):
-    from pfbook.pmu import PMU_EVENTS, pmu_dataset     # imported here: keeps the command line fast
+    from pfbook.power.pmu import PMU_EVENTS, pmu_dataset     # imported here: keeps the command line fast
 
     n_events, t_end = PMU_EVENTS[profile]
     return pmu_dataset("ieee39", n_events, t_end=t_end, seed=0, out_dir=data_dir, progress=progress)
@@ -161,7 +161,7 @@ def _pmu_ieee39(profile: str, data_dir: Path, progress: bool):
 @dataset("opf-diffopf", "AC-OPF records (p_d, q_d, p_g, q_g) with sampled loads and linear costs, and held-out test "
                         "loads, for 'DiffOPF'")
 def _opf_diffopf(profile: str, data_dir: Path, progress: bool):
-    from pfbook.diffopf import PROFILE_GRIDS, DiffOPFConfig, load_records     # imported here: keeps the CLI fast
+    from pfbook.methods.diffopf import PROFILE_GRIDS, DiffOPFConfig, load_records     # imported here: keeps the CLI fast
 
     return [ds for g in PROFILE_GRIDS[profile]
             for ds in load_records(DiffOPFConfig.for_profile(profile, grid=g), progress=progress,
@@ -169,8 +169,8 @@ def _opf_diffopf(profile: str, data_dir: Path, progress: bool):
 
 @dataset("opf-physics-informed", "AC-OPF records of case14 (loads U(0.8, 1.2), costs U(0.5, 1.5)) for 'Physics-informed DDPM'")
 def _opf_physics_informed(profile: str, data_dir: Path, progress: bool):
-    from pfbook.datasets import ac_opf_dataset     # imported here: keeps the command line fast
-    from pfbook.physics_informed import PhysicsInformedConfig
+    from pfbook.power.datasets import ac_opf_dataset     # imported here: keeps the command line fast
+    from pfbook.methods.physics_informed import PhysicsInformedConfig
 
     cfg = PhysicsInformedConfig.for_profile(profile, grid="case14")
     return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, cost_range=cfg.cost_range,
@@ -179,13 +179,13 @@ def _opf_physics_informed(profile: str, data_dir: Path, progress: bool):
 @dataset("scada-tsdm", "SCADA measurements of case57 and case118 for 'TSDM recovery' (case30: scada-case30)",
          profiles=("paper",))
 def _scada_tsdm(profile: str, data_dir: Path, progress: bool):
-    from pfbook.tsdm import scada_data     # imported here: keeps the command line fast
+    from pfbook.methods.tsdm import scada_data     # imported here: keeps the command line fast
 
     return [scada_data(g, profile, data_dir, progress) for g in ("case57", "case118")]
 
 
 @dataset("pmu-npcc", "ANDES PMU records of NPCC 140-bus events, for 'TSDM recovery'", profiles=("paper",))
 def _pmu_npcc(profile: str, data_dir: Path, progress: bool):
-    from pfbook.tsdm import pmu_data     # imported here: keeps the command line fast
+    from pfbook.methods.tsdm import pmu_data     # imported here: keeps the command line fast
 
     return pmu_data("npcc", profile, data_dir, progress)

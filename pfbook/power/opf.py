@@ -80,7 +80,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .grids import REF, Grid, load_grid
+from pfbook.power.grids import REF, Grid, load_grid
 
 __all__ = ["MATPOWER_OPTIMA", "ACOPF", "OPFResult", "solve_opf", "pypower_runopf", "DEFAULT_OPTIONS", "FEASIBILITY_TOL"]
 
@@ -221,10 +221,10 @@ class _OPFModel:
             raise ValueError(
                 f"grid {grid.name!r}: generators {bad.tolist()} (0-based, pfbook order) do not have "
                 f"polynomial costs of degree <= 2 (MATPOWER gencost model 2); piecewise-linear and "
-                f"higher-degree costs are not supported by pfbook.opf")
+                f"higher-degree costs are not supported by pfbook.power.opf")
         if np.any((grid.pmin < 0) & (grid.pmax == 0)):
             raise ValueError(f"grid {grid.name!r} has dispatchable loads (generators with pmin < 0 = pmax), "
-                             f"which pfbook.opf does not model")
+                             f"which pfbook.power.opf does not model")
         self.grid = grid
         nb, ng = grid.n_bus, grid.n_gen
         self.nb, self.ng = nb, ng

@@ -5,7 +5,7 @@ Each sample ``i`` draws, from a random generator seeded by ``(seed, i)`` alone,
 * one factor per load from ``U(load_range)``, scaling that load's P and Q together (power factor kept), and
 * optionally one factor per generator from ``U(cost_range)``, scaling its linear cost coefficient,
 
-then solves the AC-OPF (:mod:`pfbook.opf`) warm-started from the nominal-load optimum. Because every
+then solves the AC-OPF (:mod:`pfbook.power.opf`) warm-started from the nominal-load optimum. Because every
 sample depends on its index and the seed only, the dataset is the same however the work is split over
 processes or a Dask cluster, and an interrupted run resumes exactly where it stopped.
 
@@ -44,9 +44,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .config import available_cpus
-from .grids import Grid, load_grid
-from .io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
+from pfbook.config import available_cpus
+from pfbook.power.grids import Grid, load_grid
+from pfbook.io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 
 FORMAT = "pfbook.opf_dataset"
 FORMAT_VERSION = 1
@@ -218,7 +218,7 @@ def _solver_for(grid: Grid):
     key = grid_fingerprint(grid)
     hit = _WORKER_CACHE.get(key)
     if hit is None:
-        from .opf import ACOPF
+        from pfbook.power.opf import ACOPF
 
         solver = ACOPF(grid)
         nominal = solver.solve()
@@ -344,7 +344,7 @@ def ac_opf_dataset(grid: "str | Grid | Any", n_samples: int, *, load_range: tupl
 
     Parameters
     ----------
-    grid : a grid name (``"case118"``), ``.m`` path, pandapower net or :class:`~pfbook.grids.Grid`.
+    grid : a grid name (``"case118"``), ``.m`` path, pandapower net or :class:`~pfbook.power.grids.Grid`.
     n_samples : number of converged samples to keep.
     load_range : each load's P and Q are scaled by one factor from ``U(low, high)``.
     cost_range : if given, each generator's linear cost coefficient is scaled by a factor from ``U(low, high)``.
@@ -432,6 +432,6 @@ def ac_opf_dataset(grid: "str | Grid | Any", n_samples: int, *, load_range: tupl
 
 
 def _version() -> str:
-    from . import __version__
+    from pfbook import __version__
 
     return __version__

@@ -4,7 +4,7 @@ This module is part of the outer layer: it joins the power-system layer (dataset
 diffusion core (which knows nothing of grids), so that the chapter stays a handful of calls.
 
 The data are AC-OPF solutions x = (p, q, v, θ) per bus (case5: 20 features), the setting of seed 000; the
-physics residual used to judge and to guide samples is the nodal mismatch of :func:`pfbook.physics.nodal_mismatch`
+physics residual used to judge and to guide samples is the nodal mismatch of :func:`pfbook.power.physics.nodal_mismatch`
 in per unit, computed from de-normalised samples.
 """
 from __future__ import annotations
@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import check_profile
-from .diffusion import DiffusionModel, Normaliser, Sampler, Schedule, TrainConfig, mmd_rbf
-from .grids import Grid
-from .records import (FEATURES, RecordData, imbalance_residual, load_data, max_mismatch,  # noqa: F401
+from pfbook.config import check_profile
+from pfbook.diffusion import DiffusionModel, Normaliser, Sampler, Schedule, TrainConfig
+from pfbook.evaluation.distances import mmd_rbf
+from pfbook.power.grids import Grid
+from pfbook.methods.constrained.records import (FEATURES, RecordData, imbalance_residual, load_data, max_mismatch,  # noqa: F401
                       mismatch, mismatch_constraint, split_features)
 
 PrimerData = RecordData

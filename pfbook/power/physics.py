@@ -2,7 +2,7 @@
 
 All functions take voltages and powers with any leading batch shape ``(..., n_bus)`` on CPU or CUDA, in
 float32 or float64, and are differentiable with autograd. Quantities are per unit on the grid's base
-MVA, angles in radians, buses in the grid's order (see :mod:`pfbook.grids`).
+MVA, angles in radians, buses in the grid's order (see :mod:`pfbook.power.grids`).
 
 The complex nodal mismatch is
 
@@ -21,12 +21,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .grids import Grid, load_grid
+from pfbook.power.grids import Grid, load_grid
 
 
 @dataclass(frozen=True)
 class GridTensors:
-    """The parts of a :class:`~pfbook.grids.Grid` the physics needs, as tensors on one device/dtype."""
+    """The parts of a :class:`~pfbook.power.grids.Grid` the physics needs, as tensors on one device/dtype."""
 
     n_bus: int
     f: torch.Tensor

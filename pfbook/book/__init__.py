@@ -1,0 +1,2 @@
+"""The book-facing layer: the command line, papermill reruns, data recipes and chapter set-up.
+"""
