@@ -334,15 +334,17 @@ def test_state_estimation_angles_are_relative_to_the_reference_bus(tmp_path):
 
 
 def test_prior_settings_reach_the_network_and_the_cache_key(windows, model, tmp_path):
+    from pfbook.methods.tsdm.method import _cache_key
+
     """The configured output form builds the U-Net, keys the cached checkpoint and survives loading; a
     checkpoint written before the setting existed (all of them plain ε-networks) is read as one."""
     cfg, w = windows
     m, path, _ = model
     assert m.dm.model.prediction == m.cfg.prediction == cfg.prediction
     assert tsdm.TSDM.load(path).cfg.prediction == m.cfg.prediction
-    key = tsdm._cache_key(m.cfg, w)
+    key = _cache_key(m.cfg, w)
     other = "epsilon" if m.cfg.prediction != "epsilon" else "epsilon_skip"
-    assert tsdm._cache_key(replace(m.cfg, prediction=other), w) != key
+    assert _cache_key(replace(m.cfg, prediction=other), w) != key
     ck = torch.load(path, weights_only=True)
     del ck["extra"]["tsdm"]["config"]["prediction"]
     old = tmp_path / "old.pt"

@@ -2,8 +2,14 @@
 
 The package's public names are gathered here; each lives in the module of its concern.
 """
-from pfbook.methods.constrained.method import (  # noqa: F401
+from pfbook.methods.constrained.config import (  # noqa: F401
     ConstrainedConfig,
+)
+from pfbook.methods.constrained.figures import (  # noqa: F401
+    plot_joint,
+    plot_violation_per_bus,
+)
+from pfbook.methods.constrained.method import (  # noqa: F401
     train_model,
     lambda_schedule,
     curvature,
@@ -12,18 +18,17 @@ from pfbook.methods.constrained.method import (  # noqa: F401
     draw,
     make_guidance,
     sweep,
-    newton_projection,
+)
+from pfbook.methods.constrained.metrics import (  # noqa: F401
     within_limits,
     VARYING_STD,
     feature_w1,
     w1_standard_error,
     bus_mismatch,
     evaluate,
-    SUMMARY_NAME,
-    save_summary,
-    load_summaries,
-    plot_joint,
-    plot_violation_per_bus,
+)
+from pfbook.methods.constrained.projection import (  # noqa: F401
+    newton_projection,
 )
 from pfbook.methods.constrained.records import (  # noqa: F401
     FEATURES,
@@ -34,4 +39,9 @@ from pfbook.methods.constrained.records import (  # noqa: F401
     max_mismatch,
     imbalance_residual,
     mismatch_constraint,
+)
+from pfbook.methods.constrained.summaries import (  # noqa: F401
+    SUMMARY_NAME,
+    save_summary,
+    load_summaries,
 )

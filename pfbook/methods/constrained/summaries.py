@@ -1,0 +1,34 @@
+"""Published constrained-diffusion summaries (``book/results/<grid>/``) and the table across grids."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from pfbook.config import PROFILES, check_profile
+from pfbook.io import summary_table, write_summary
+from pfbook.methods.constrained.config import ConstrainedConfig
+
+
+# ---------------------------------------------------------------------------------------- results across grids
+SUMMARY_NAME = "constrained-summary-{profile}.json"
+
+
+def save_summary(folder: "str | Path", table: pd.DataFrame, cfg: ConstrainedConfig, profile: str,
+                 extra: dict | None = None) -> Path:
+    """Write ``table`` with its configuration to ``folder/constrained-summary-<profile>.json`` (atomically).
+
+    One file per profile, so a ``ci`` smoke run never overwrites the results of a ``default`` or ``paper`` run.
+    """
+    return write_summary(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), cfg, profile,
+                         {"grid": cfg.grid}, table=table.to_dict(orient="index"), **(extra or {}))
+
+
+def load_summaries(*folders: "str | Path", profiles: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every ``<folder>/<grid>/constrained-summary-<profile>.json`` as one table indexed by (grid, profile, samples).
+
+    ``folders`` are searched in order and the first summary found for a (grid, profile) wins, so a fresh run in
+    ``runs/`` shadows the published one in ``book/results/``. ``profiles`` keeps only those profiles (default: all).
+    """
+    return summary_table(folders, SUMMARY_NAME, [check_profile(p) for p in (profiles or PROFILES)], "samples")

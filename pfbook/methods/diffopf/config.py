@@ -1,0 +1,110 @@
+"""Settings of the DiffOPF chapter: the paper's grids, their labels, and :class:`DiffOPFConfig`."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+from pfbook.config import check_profile
+from pfbook.diffusion import (DDIMSampler, DDPMSampler, Schedule, TrainConfig)
+from pfbook.methods.diffopf.grids import diffopf_grid
+
+
+GRID_LABELS = {"case5": "PJM", "case5_api": "PJM-API", "case14": "IEEE 14-Bus", "case24_ieee_rts": "IEEE 24-Bus",
+               "case118": "IEEE 118-Bus"}
+
+
+# ---------------------------------------------------------------------------------------- configuration
+#: Grids the chapter runs besides its main grid, per profile (its ``grids`` parameter overrides them); the other
+#: profiles show other grids from their stored summaries (``runs/`` and ``book/results/``).
+PROFILE_GRIDS = {"ci": (), "default": (),
+                 "paper": ("case5", "case5_api", "case14", "case24_ieee_rts", "case118")}
+
+
+#: Grids with more buses than this are judged on fewer test loads and draws in the ``default`` profile.
+LARGE_GRID = 30
+
+
+LARGE_GRID_DEFAULT = dict(n_test=10, n_draw=50, steps=4000, sweep_loads=5,
+                          step_sweep=("DDPM", "DDIM 100", "DDIM 20", "DDIM 10"), loads_per_batch=10)
+
+
+#: The denoiser output on grids of more than :data:`LARGE_GRID` buses, in every profile: ε̂ = sqrt(1-ᾱ_t) x_t + MLP
+#: (on case118 it halves the best-of-50 optimality gap of a plain ε-network; on case5 the plain one samples as
+#: well with 20 DDIM steps as with the 1000 of DDPM, the skip version does not).
+LARGE_GRID_PREDICTION = "epsilon_skip"
+
+
+@dataclass(frozen=True)
+class DiffOPFConfig:
+    """Settings of the DiffOPF chapter; :meth:`for_profile` builds one per profile (comments: the paper's value)."""
+
+    grid: str = "case5"
+    n_samples: int = 5000                        # training records (paper: 5000)
+    n_test: int = 100                            # held-out test loads (paper: 100)
+    load_range: tuple[float, float] = (0.8, 1.0)
+    cost_range: tuple[float, float] = (0.6, 1.4)
+    T: int = 1000                                # linear β schedule (DDPM defaults)
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    width: int = 256                             # MLP denoiser (paper: not stated; seed 000 uses 500 x 6)
+    depth: int = 4
+    prediction: str = "epsilon"                  # denoiser output; grids above LARGE_GRID buses: "epsilon_skip"
+    steps: int = 8000                            # optimiser steps
+    batch_size: int = 500
+    lr: float = 1e-3
+    lr_decay_every: int = 2000
+    lr_decay: float = 0.6
+    ema_decay: float | None = 0.999
+    n_draw: int = 250                            # samples per load (paper: 250)
+    sampler: str = "DDIM 100"                    # "DDPM" (all T steps; paper) or "DDIM <steps>"
+    guidance: str = "observation"                # "observation" (Alg. 3) or "replacement" (inpainting)
+    guidance_scale: float = 1.0                  # λ in model space; 1 = projection onto A x̂_0 = y
+    clip_x0: float | None = 0.1                  # x̂_0 clipped to the records' range widened by this share; None: off
+    loads_per_batch: int = 20                    # test loads sampled together (20 x 250 = 5000 rows)
+    deepopf_width: int = 256
+    deepopf_depth: int = 3
+    deepopf_steps: int = 3000
+    deepopf_lr: float = 1e-3
+    step_sweep: tuple[str, ...] = ("DDPM", "DDIM 100", "DDIM 50", "DDIM 20", "DDIM 10")
+    sweep_loads: int = 8                         # test loads in the sampler-steps trade-off (one batch each)
+    loadflow_workers: int | None = None          # processes for the CPU load-flow solves; None: one per CPU core
+    seed: int = 0
+    device: str = "cpu"
+
+    @classmethod
+    def for_profile(cls, profile: str, grid: str = "case5", seed: int = 0, device: str = "cpu") -> "DiffOPFConfig":
+        """The settings of ``profile`` for ``grid``. In the ``default`` profile a grid of more than
+        :data:`LARGE_GRID` buses is judged on fewer loads and draws (see :data:`LARGE_GRID_DEFAULT`): its load-flow
+        solves cost about 0.04 CPU-seconds each on 118 buses (sparse backend of :mod:`pfbook.power.loadflow`), and 25 000
+        of them would add a quarter of an hour per grid to the book build."""
+        base = replace(cls(), grid=grid, seed=seed, device=device)
+        if diffopf_grid(grid).n_bus > LARGE_GRID:
+            base = replace(base, prediction=LARGE_GRID_PREDICTION)
+            if check_profile(profile) == "default":
+                base = replace(base, **LARGE_GRID_DEFAULT)
+        return {
+            "ci": replace(base, n_samples=200, n_test=8, width=128, depth=3, steps=600, batch_size=128,
+                          lr=2e-3, lr_decay_every=300, ema_decay=0.99, n_draw=40, sampler="DDIM 20",
+                          deepopf_steps=400, step_sweep=("DDIM 50", "DDIM 10"), sweep_loads=4, loads_per_batch=8),
+            "default": base,
+            "paper": replace(base, width=500, depth=6, steps=150_000, lr=1e-4, lr_decay_every=15_000, ema_decay=None,
+                             sampler="DDPM", deepopf_steps=20_000, sweep_loads=100),
+        }[check_profile(profile)]
+
+    def schedule(self) -> Schedule:
+        return Schedule.linear(self.T, self.beta_start, self.beta_end)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, lr_decay_every=self.lr_decay_every,
+                           lr_decay=self.lr_decay, ema_decay=self.ema_decay, seed=self.seed, device=self.device)
+
+    def make_sampler(self, name: str | None = None):
+        name = name or self.sampler
+        if name == "DDPM":
+            return DDPMSampler(self.schedule())
+        if name.startswith("DDIM"):
+            return DDIMSampler(self.schedule(), steps=int(name.split()[1]))
+        raise ValueError(f"unknown sampler {name!r}; use 'DDPM' or 'DDIM <steps>'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,160 @@
+"""TSDM's data: measurement windows y_0 ∈ R^{M×T} of one region of a system, split in time.
+
+For SCADA the channels P_i, Q_i, U_i of the ``region`` buses nearest the reference bus and P_ij, Q_ij of the
+branches between them, T = 96 samples of 15 min; for PMU the channels of the first ``region`` generators with a PMU
+(P_G, Q_G, I, γ, δ, E'_d, E'_q) and U, θ of their terminal buses, T samples at 30 Hz. Windows are split in time
+(SCADA: by day; PMU: by event) into training, calibration and test windows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pfbook.config import check_profile, data_dir
+from pfbook.io import DatasetError
+from pfbook.methods.tsdm.config import TSDMConfig
+
+
+# ---------------------------------------------------------------------------------------- data
+@dataclass
+class Windows:
+    """Measurement windows of one region, in physical units (per unit, rad), split for training and testing.
+
+    ``train``/``calibration``/``test`` are ``(n, M, T)``; ``channels`` describes the M rows; ``test_steps`` holds,
+    for SCADA, the dataset time step of each test window's first column (for the state estimation; for PMU,
+    event number x 10^6 + first sample), and ``channel_index`` the rows of the dataset's channel list the region
+    keeps.
+    """
+
+    system: str
+    source: str
+    train: np.ndarray
+    calibration: np.ndarray
+    test: np.ndarray
+    channels: list[dict]
+    channel_index: np.ndarray
+    test_steps: np.ndarray
+    dataset: object = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.train.shape[1:])
+
+    def describe(self) -> str:
+        M, T = self.shape
+        return (f"{self.system} ({self.source.upper()}): M = {M} channels x T = {T} samples; "
+                f"{len(self.train)} training, {len(self.calibration)} calibration, {len(self.test)} test windows")
+
+    def channel_names(self) -> list[str]:
+        return [channel_name(c) for c in self.channels]
+
+
+def channel_name(ch: dict) -> str:
+    if "branch" in ch:
+        return f"{ch['kind']} {ch['from_bus']}-{ch['to_bus']}"
+    if "gen" in ch and ch["kind"] not in ("U", "theta"):
+        return f"{ch['kind']} {ch['gen']}"
+    return f"{ch['kind']} bus {ch['bus']}"
+
+
+def _slide(series: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows ``(n, M, window)`` cut from ``(M, L)`` every ``stride`` steps, and their start indices."""
+    L = series.shape[1]
+    if L < window:
+        return np.zeros((0, series.shape[0], window)), np.zeros(0, dtype=int)
+    starts = np.arange(0, L - window + 1, stride)
+    return np.stack([series[:, s:s + window] for s in starts]), starts
+
+
+def _split_counts(n: int, calibration: float, test: float) -> tuple[int, int, int]:
+    n_test = max(1, int(round(test * n)))
+    n_cal = max(1, int(round(calibration * n)))
+    n_train = n - n_test - n_cal
+    if n_train < 1:
+        raise DatasetError(f"{n} days/events are too few to split into training, calibration and test parts; "
+                           f"prepare a larger dataset (profile 'default')")
+    return n_train, n_cal, n_test
+
+
+def _constant(train: np.ndarray) -> np.ndarray:
+    """Channels that never change over the training windows (zero-injection buses, the reference angle)."""
+    sd = train.std(axis=(0, 2))
+    return sd <= 1e-7 * (1 + np.abs(train).mean(axis=(0, 2)))
+
+
+def scada_data(system: str, profile: str, out_dir: Path | None = None, progress: bool = False):
+    """The SCADA dataset of ``system`` with the days of ``profile`` (the one ``pfbook data prepare`` makes)."""
+    from pfbook.power.measurements import SCADA_DAYS, scada_dataset
+
+    start_day, n_days = SCADA_DAYS[check_profile(profile)]
+    return scada_dataset(system, start_day=start_day, n_days=n_days, seed=0,
+                         out_dir=out_dir if out_dir is not None else data_dir(), progress=progress)
+
+
+def pmu_data(system: str, profile: str, out_dir: Path | None = None, progress: bool = False):
+    """The PMU dataset of ``system`` with the events of ``profile`` (the one ``pfbook data prepare`` makes)."""
+    from pfbook.power.pmu import PMU_EVENTS, pmu_dataset
+
+    n_events, t_end = PMU_EVENTS[check_profile(profile)]
+    return pmu_dataset(system, n_events, t_end=t_end, seed=0,
+                       out_dir=out_dir if out_dir is not None else data_dir(), progress=progress)
+
+
+def load_windows(cfg: TSDMConfig, dataset=None, out_dir: Path | None = None, progress: bool = False) -> Windows:
+    """Cut the configured region's windows from the prepared dataset (generated and cached if missing)."""
+    if cfg.source == "scada":
+        ds = dataset if dataset is not None else scada_data(cfg.system, cfg.data_profile, out_dir, progress)
+        return _scada_windows(cfg, ds)
+    ds = dataset if dataset is not None else pmu_data(cfg.system, cfg.data_profile, out_dir, progress)
+    return _pmu_windows(cfg, ds)
+
+
+def _scada_windows(cfg: TSDMConfig, ds) -> Windows:
+    from pfbook.power.measurements import area_buses
+
+    grid = ds.grid
+    area = set(np.asarray(grid.bus_ids)[area_buses(grid, None, cfg.region_size)].tolist())
+    keep = [i for i, c in enumerate(ds.channels)
+            if (c.get("bus") in area) or ("branch" in c and c["from_bus"] in area and c["to_bus"] in area)]
+    y = np.asarray(ds.arrays["y0"], dtype=np.float64)[:, keep]            # (days, M, 96)
+    D = y.shape[0]
+    n_train, n_cal, n_test = _split_counts(D, cfg.calibration_fraction, cfg.test_fraction)
+    series = y.transpose(1, 0, 2).reshape(len(keep), -1)                    # (M, D*96), days are consecutive
+    steps_per_day = y.shape[2]
+    cut = np.cumsum([0, n_train, n_cal, n_test]) * steps_per_day
+    if cfg.window > n_train * steps_per_day:
+        raise DatasetError(f"a window of {cfg.window} steps is longer than the {n_train} training days")
+    train, _ = _slide(series[:, cut[0]:cut[1]], cfg.window, cfg.stride)
+    cal, _ = _slide(series[:, cut[1]:cut[2]], cfg.window, max(1, cfg.window // 2))
+    test, starts = _slide(series[:, cut[2]:cut[3]], cfg.window, max(1, cfg.window // 2))
+    const = _constant(train)
+    idx = np.asarray(keep)[~const]
+    return Windows(cfg.system, "scada", train[:, ~const], cal[:, ~const], test[:, ~const],
+                   [ds.channels[i] for i in idx], idx, starts + cut[2], ds)
+
+
+def _pmu_windows(cfg: TSDMConfig, ds) -> Windows:
+    gens = [g["gen"] for g in ds.meta["generators"][:cfg.region_size]]
+    buses = {g["bus"] for g in ds.meta["generators"][:cfg.region_size]}
+    keep = [i for i, c in enumerate(ds.channels)
+            if c.get("gen") in gens or (c["kind"] in ("U", "theta") and c.get("bus") in buses)]
+    ok = np.flatnonzero(np.asarray(ds.arrays["success"], dtype=bool))
+    data = np.asarray(ds.arrays["data"], dtype=np.float64)[ok][:, keep]     # (events, M, samples)
+    n_train, n_cal, n_test = _split_counts(len(data), cfg.calibration_fraction, cfg.test_fraction)
+    if cfg.window > data.shape[2]:
+        raise DatasetError(f"a window of {cfg.window} samples is longer than the {data.shape[2]} samples per event")
+
+    def cut(events, stride):
+        parts = [_slide(e, cfg.window, stride) for e in events]
+        return (np.concatenate([p[0] for p in parts]),
+                np.concatenate([k * 10**6 + p[1] for k, p in zip(range(len(events)), parts)]))
+
+    train, _ = cut(data[:n_train], cfg.stride)
+    cal, _ = cut(data[n_train:n_train + n_cal], max(1, cfg.window // 2))
+    test, starts = cut(data[n_train + n_cal:], max(1, cfg.window // 2))
+    const = _constant(train)
+    idx = np.asarray(keep)[~const]
+    return Windows(cfg.system, "pmu", train[:, ~const], cal[:, ~const], test[:, ~const],
+                   [ds.channels[i] for i in idx], idx, starts, ds)
