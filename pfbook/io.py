@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -16,11 +17,30 @@ class DatasetError(ValueError):
     """A dataset or checkpoint file that is incomplete, corrupt, or not the one that was asked for."""
 
 
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new, empty, uniquely named file beside ``path``, opened for writing.
+
+    It is created with mode ``0o666`` and the kernel takes the process's umask (or the folder's default ACL) off,
+    exactly as for a plain ``open(path, "w")``: a shared ``data/`` folder stays readable by others under the usual
+    umask 022, private under 077. (``tempfile.mkstemp`` would make every file ``-rw-------``.) Letting the kernel
+    apply the umask also avoids reading it with ``os.umask``, which changes it for every thread for a moment."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(path.parent, f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file beside {str(path)!r}: 100 names were taken; "
+                          f"delete the stale .{path.name}.*.tmp files there")
+
+
 def _atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    """Write through a temporary file in the same folder, then rename: readers never see half a file.
+    The file gets the permissions the umask allows (``0o666 & ~umask``), like any file the user creates."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, mode) as fh:
             write(fh)

@@ -1,11 +1,13 @@
 """pfbook.io: results tables become valid JSON (no NaN, no NumPy types) and files are written whole."""
 import json
+import os
+import stat
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pfbook.io import atomic_write_json, json_safe
+from pfbook.io import atomic_write_json, atomic_write_npz, json_safe
 
 
 def test_json_safe_makes_a_table_strict_json(tmp_path):
@@ -57,3 +59,36 @@ def test_apply_overrides_checks_names_and_types():
         apply_overrides(cfg, {"n_test": "many"})
     with pytest.raises(ValueError, match="'n_draw' expects a int"):
         apply_overrides(cfg, {"n_draw": 2.5})
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring it afterwards."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mask, mode):
+    from pfbook.diffusion import Layout, Normaliser, Schedule, build_denoiser
+    from pfbook.diffusion.training import load_checkpoint, save_checkpoint
+    from pfbook.io import atomic_write_bytes
+
+    umask(mask)
+    paths = [atomic_write_json(tmp_path / "a.json", {"x": 1}),
+             atomic_write_npz(tmp_path / "a.npz", {"x": np.arange(3)}),
+             atomic_write_bytes(tmp_path / "a.bin", b"abc")]
+    (tmp_path / "old.json").write_text("{}")
+    os.chmod(tmp_path / "old.json", 0o600 if mode != 0o600 else 0o644)
+    paths.append(atomic_write_json(tmp_path / "old.json", {"x": 2}))          # replacing a file: the new one's mode
+    model = build_denoiser({"kind": "mlp", "dim": 2, "width": 8, "depth": 1}, seed=0)
+    ck = save_checkpoint(tmp_path / "ck.pt", model, Schedule.linear(10), Normaliser.identity(2),
+                         Layout(features=("p_1", "p_2"), grid="case3", shape=(2,)))
+    paths.append(ck)
+    for p in paths:
+        assert stat.S_IMODE(p.stat().st_mode) == mode, (p.name, oct(p.stat().st_mode))
+    assert load_checkpoint(ck)["layout"]["grid"] == "case3"
+    assert json.loads((tmp_path / "old.json").read_text()) == {"x": 2}
+    assert not list(tmp_path.glob(".*.tmp"))                                    # no temporary file left behind
