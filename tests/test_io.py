@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pfbook.io import atomic_write_json, atomic_write_npz, json_safe
+from pfbook.io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, json_safe, sha256_file
 
 
 def test_json_safe_makes_a_table_strict_json(tmp_path):
@@ -92,3 +92,56 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask, mask, mode):
     assert load_checkpoint(ck)["layout"]["grid"] == "case3"
     assert json.loads((tmp_path / "old.json").read_text()) == {"x": 2}
     assert not list(tmp_path.glob(".*.tmp"))                                    # no temporary file left behind
+
+
+class _Toy(StoredDataset):
+    what = "toy dataset"
+    sidecar_values = {"kind": "toy"}
+    sidecar_types = {**StoredDataset.sidecar_types, "n": int, "names": list, "rate": float}
+
+    @classmethod
+    def layout(cls, meta):
+        return {"x": (meta["n"], len(meta["names"])), "t": (None,)}
+
+    @classmethod
+    def consistency(cls, meta, arrays):
+        return [] if meta["rate"] > 0 else [f"its 'rate' is {meta['rate']}, not positive"]
+
+    @classmethod
+    def describe(cls, meta):
+        return f"{meta['n']} rows of {', '.join(meta['names'])}"
+
+
+def _toy(folder, n=4, names=("a", "b"), **meta):
+    path = atomic_write_npz(folder / "toy.npz", {"x": np.zeros((n, len(names))), "t": np.arange(7)})
+    sidecar = {"kind": "toy", "n": n, "names": list(names), "rate": 2.5, "sha256": sha256_file(path), **meta}
+    atomic_write_json(path.with_suffix(".json"), sidecar)
+    return path, sidecar
+
+
+def test_stored_dataset_checks_its_sidecar_against_the_arrays(tmp_path):
+    path, meta = _toy(tmp_path)
+    ds = _Toy.read(path)
+    assert ds.x.shape == (4, 2) and ds.meta == meta
+    side = path.with_suffix(".json")
+
+    def refused(sidecar, match):
+        side.write_text(sidecar if isinstance(sidecar, str) else json.dumps(sidecar))
+        with pytest.raises(DatasetError, match=match):
+            _Toy.read(path)
+
+    refused("[]", "toy.json holds a list, not a JSON object")
+    refused('"toy"', "holds a string")
+    refused("{not json", "not valid JSON")
+    refused({k: v for k, v in meta.items() if k != "n"}, r"field 'n' \(an integer\) is missing")
+    refused({**meta, "n": "4"}, "field 'n' is a string, not an integer")
+    refused({**meta, "n": True}, "field 'n' is true or false, not an integer")
+    refused({**meta, "kind": "other"}, "field 'kind' is 'other', a toy dataset has 'toy'")
+    # another file's sidecar, the checksum copied over: the shapes give it away, and the error says what it describes
+    refused({**meta, "n": 5, "names": ["a", "b", "c"]},
+            r"toy.npz does not match its metadata toy.json \(5 rows of a, b, c\): array 'x' has shape \(4, 2\), "
+            r"the metadata describes \(5, 3\)")
+    refused({**meta, "rate": -1}, "its 'rate' is -1, not positive")
+    refused({**meta, "sha256": "0" * 64}, "checksum")
+    side.write_text(json.dumps(meta))
+    assert _Toy.read(path).meta == meta                                          # and the right one loads again

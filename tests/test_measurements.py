@@ -140,3 +140,31 @@ def test_dataset_resumes_from_parts(tmp_path, monkeypatch):
     assert ran == [[1]] and ds.y0.shape[0] == 2
     fresh = ms.scada_dataset("case30", out_dir=tmp_path / "fresh", **kw)
     assert np.array_equal(fresh.y0, ds.y0)
+
+
+def test_a_sidecar_from_another_dataset_or_a_broken_one_is_refused(tmp_path):
+    kw = dict(n_days=1, start_day=100, progress=False, workers=1)
+    ds = ms.scada_dataset("case14", area_size=5, out_dir=tmp_path / "area", **kw)
+    whole = ms.scada_dataset("case14", out_dir=tmp_path / "whole", **kw)
+    side = ds.path.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    # the sidecar of the whole-grid dataset beside the 5-bus area's arrays, its checksum made to pass
+    side.write_text(json.dumps({**whole.meta, "sha256": meta["sha256"]}))
+    with pytest.raises(DatasetError, match=rf"does not match its metadata .*\(case14: 1 day, {len(whole.channels)} "
+                                           rf"channels, 14 buses\): array 'y0' has shape \(1, {len(ds.channels)}, 96\)"):
+        ms.ScadaDataset.load(ds.path)
+    side.write_text(json.dumps({**meta, "channels": meta["channels"][:-1]}))
+    with pytest.raises(DatasetError, match=rf"'shape' gives {len(ds.channels)} channels, its 'channels' list "
+                                           rf"{len(ds.channels) - 1}"):
+        ms.ScadaDataset.load(ds.path)
+    side.write_text("[]")
+    with pytest.raises(DatasetError, match="holds a list, not a JSON object with the fields of a SCADA dataset"):
+        ms.ScadaDataset.load(ds.path)
+    side.write_text(json.dumps({k: v for k, v in meta.items() if k != "shape"}))
+    with pytest.raises(DatasetError, match=r"field 'shape' \(an object\) is missing"):
+        ms.ScadaDataset.load(ds.path)
+    side.write_text(json.dumps({**meta, "kind": "pmu"}))
+    with pytest.raises(DatasetError, match="field 'kind' is 'pmu', a SCADA dataset has 'scada'"):
+        ms.ScadaDataset.load(ds.path)
+    again = ms.scada_dataset("case14", area_size=5, out_dir=tmp_path / "area", **kw)   # regenerated, not a KeyError
+    assert np.array_equal(again.y0, ds.y0) and json.loads(side.read_text())["shape"] == meta["shape"]

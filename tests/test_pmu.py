@@ -69,3 +69,29 @@ def test_dataset_resumes_from_parts(tmp_path, monkeypatch):
     ds = pmu.pmu_dataset("ieee39", 2, t_end=2.0, out_dir=out, workers=1, progress=False)
     assert len(ran) == 1 and ran[0].kind == "line_trip"
     assert np.array_equal(ds.data, first.data)
+
+
+def test_a_sidecar_from_another_dataset_or_a_broken_one_is_refused(tmp_path):
+    from pfbook.io import DatasetError
+
+    ds = pmu.pmu_dataset("ieee39", 1, t_end=1.5, out_dir=tmp_path / "a", workers=1, progress=False)
+    slow = pmu.pmu_dataset("ieee39", 1, t_end=1.5, fs=15.0, out_dir=tmp_path / "b", workers=1, progress=False)
+    side = ds.path.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    # the 15 Hz dataset's sidecar beside the 30 Hz arrays, its checksum made to pass
+    side.write_text(json.dumps({**slow.meta, "sha256": meta["sha256"]}))
+    with pytest.raises(DatasetError, match=r"does not match its metadata .*\(ieee39: 1 event, 96 channels, 1.5 s at "
+                                           r"15 Hz\): array 'data' has shape \(1, 96, 46\), the metadata describes "
+                                           r"\(1, 96, 23\)"):
+        pmu.PMUDataset.load(ds.path)
+    side.write_text(json.dumps({**meta, "fs": 15.0, "t_end": 3.0}))            # same sample count, other settings
+    with pytest.raises(DatasetError, match=r"it describes t_end 3.0 but its settings \('spec_key'\) say 1.5"):
+        pmu.PMUDataset.load(ds.path)
+    side.write_text(json.dumps({k: v for k, v in meta.items() if k != "channels"}))
+    with pytest.raises(DatasetError, match=r"field 'channels' \(a list\) is missing"):
+        pmu.PMUDataset.load(ds.path)
+    side.write_text("[]")
+    with pytest.raises(DatasetError, match="holds a list, not a JSON object with the fields of a PMU dataset"):
+        pmu.PMUDataset.load(ds.path)
+    again = pmu.pmu_dataset("ieee39", 1, t_end=1.5, out_dir=tmp_path / "a", workers=1, progress=False)
+    assert np.array_equal(again.data, ds.data) and json.loads(side.read_text())["fs"] == 30.0

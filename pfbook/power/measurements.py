@@ -436,6 +436,40 @@ class ScadaDataset(StoredDataset):
     """A SCADA dataset: arrays (``y0``, ``y0_clean``, ``vm``, ``va``, ...) and metadata ``meta``."""
 
     what = "SCADA dataset"
+    sidecar_values = {"format": FORMAT, "kind": "scada"}
+    sidecar_types = {**StoredDataset.sidecar_types, "grid": str, "spec": dict, "spec_key": str, "shape": dict,
+                     "channels": list, "bus_ids": list, "area_bus_ids": list, "load_profile": dict,
+                     "renewables": list}
+
+    @classmethod
+    def layout(cls, meta: dict) -> dict[str, tuple]:
+        """Windows ``y0`` (days, channels, steps of a day) and states (steps, buses), as ``shape`` gives them."""
+        D, M, S = meta["shape"]["y0"]
+        T, nb = meta["shape"]["states"]
+        return dict(y0=(D, M, S), y0_clean=(D, M, S), vm=(T, nb), va=(T, nb), p=(T, nb), q=(T, nb), iterations=(T,),
+                    load_factor=(T, len(meta["load_profile"])), renewable_factor=(T, len(meta["renewables"])),
+                    area_bus=(len(meta["area_bus_ids"]),), area_branch=(None,))
+
+    @classmethod
+    def consistency(cls, meta: dict, arrays: dict[str, np.ndarray]) -> list[str]:
+        """``shape`` against the channel list, the bus order, the day length and the settings."""
+        (D, M, S), (T, nb), spec = meta["shape"]["y0"], meta["shape"]["states"], meta["spec"]
+        problems = []
+        if M != len(meta["channels"]):
+            problems.append(f"its 'shape' gives {M} channels, its 'channels' list {len(meta['channels'])}")
+        if nb != len(meta["bus_ids"]):
+            problems.append(f"its 'shape' gives states of {nb} buses, its 'bus_ids' {len(meta['bus_ids'])}")
+        if S != STEPS_PER_DAY or T != D * S:
+            problems.append(f"its 'shape' gives {D} days of {S} steps and {T} states; a day has {STEPS_PER_DAY}")
+        for k, v in (("grid", meta["grid"]), ("n_days", D)):
+            if k in spec and spec[k] != v:
+                problems.append(f"it describes {k} {v!r} but its settings ('spec') say {spec[k]!r}")
+        return problems
+
+    @classmethod
+    def describe(cls, meta: dict) -> str:
+        D, M, _ = meta["shape"]["y0"]
+        return f"{meta['grid']}: {D} day{'s' if D != 1 else ''}, {M} channels, {len(meta['bus_ids'])} buses"
 
     def __len__(self) -> int:
         return int(self.arrays["y0"].shape[0])

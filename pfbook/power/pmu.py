@@ -238,6 +238,40 @@ class PMUDataset(StoredDataset):
     """PMU records ``data`` (n_events, M, n_samples), ``t``, ``success`` and metadata ``meta``."""
 
     what = "PMU dataset"
+    sidecar_values = {"format": FORMAT, "kind": "pmu"}
+    sidecar_types = {**StoredDataset.sidecar_types, "case": str, "spec_key": str, "fs": float, "t_end": float,
+                     "events": list, "channels": list, "n_failed": int, "buses": list, "generators": list}
+
+    @classmethod
+    def layout(cls, meta: dict) -> dict[str, tuple]:
+        """``data`` (events, channels, samples of ``t_end`` s at ``fs`` Hz), ``t`` and ``success``."""
+        E, S = len(meta["events"]), int(round(meta["t_end"] * meta["fs"])) + 1
+        return dict(data=(E, len(meta["channels"]), S), t=(S,), success=(E,))
+
+    @classmethod
+    def consistency(cls, meta: dict, arrays: dict[str, np.ndarray]) -> list[str]:
+        """The settings key against the case, event count and sampling, and ``n_failed`` against ``success``."""
+        problems = []
+        try:
+            key = json.loads(meta["spec_key"])
+        except ValueError:
+            key = None
+        if not isinstance(key, dict):
+            return ["its 'spec_key' is not the JSON of the settings"]
+        for k, v in (("case", meta["case"]), ("n_events", len(meta["events"])), ("t_end", meta["t_end"]),
+                     ("fs", meta["fs"])):
+            if k in key and key[k] != v:
+                problems.append(f"it describes {k} {v!r} but its settings ('spec_key') say {key[k]!r}")
+        if "success" in arrays and arrays["success"].ndim == 1 and meta["n_failed"] != int((~arrays["success"]).sum()):
+            problems.append(f"its 'n_failed' is {meta['n_failed']}, the file holds "
+                            f"{int((~arrays['success']).sum())} failed events")
+        return problems
+
+    @classmethod
+    def describe(cls, meta: dict) -> str:
+        E = len(meta["events"])
+        return (f"{meta['case']}: {E} event{'s' if E != 1 else ''}, {len(meta['channels'])} channels, "
+                f"{meta['t_end']:g} s at {meta['fs']:g} Hz")
 
     def __len__(self) -> int:
         return int(self.arrays["data"].shape[0])
