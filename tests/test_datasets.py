@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -166,3 +167,77 @@ def test_truncated_and_mismatched_files_are_refused(tmp_path):
         OPFDataset.load(ds.path)
     with pytest.raises(FileNotFoundError):
         OPFDataset.load(tmp_path / "missing.npz")
+
+
+def test_a_sidecar_from_another_dataset_is_refused(tmp_path):
+    ds = ac_opf_dataset("case5", 6, out_dir=tmp_path / "a", workers=1, **QUIET)
+    other = ac_opf_dataset("case9", 6, out_dir=tmp_path / "b", workers=1, **QUIET)
+    side = ds.path.with_suffix(".json")
+    # case9's sidecar beside case5's arrays, with case5's checksum so that the checksum alone passes
+    side.write_text(json.dumps({**other.meta, "sha256": ds.meta["sha256"]}))
+    with pytest.raises(DatasetError, match=r"does not match its metadata .*\(case9: 6 samples, 9 buses.*"
+                                           r"array 'p' has shape \(6, 5\), the metadata describes \(6, 9\)"):
+        OPFDataset.load(ds.path)
+    # the cache refuses it too and solves the dataset again
+    again = ac_opf_dataset("case5", 6, out_dir=tmp_path / "a", workers=1, **QUIET)
+    _same(again, ds)
+    assert OPFDataset.load(ds.path).meta["grid"] == "case5" and json.loads(side.read_text())["grid"] == "case5"
+
+    meta = json.loads(side.read_text())
+    side.write_text(json.dumps({**meta, "n_samples": 5}))                       # rows of another sample count
+    with pytest.raises(DatasetError, match=r"array 'p' has shape \(6, 5\), the metadata describes \(5, 5\)"):
+        OPFDataset.load(ds.path)
+    side.write_text(json.dumps({**meta, "grid": "case9"}))                      # its own settings say case5
+    with pytest.raises(DatasetError, match=r"its 'grid' is 'case9' but its settings \('spec'\) say 'case5'"):
+        OPFDataset.load(ds.path)
+    # a bus order that is not the grid's: the columns would be read against the wrong buses
+    side.write_text(json.dumps({**meta, "bus_ids": meta["bus_ids"][::-1]}))
+    with pytest.raises(DatasetError, match=r"not a dataset of grid case5 .*bus order that differs from case5's at "
+                                           r"position 0 \(5 where case5 has 1\)"):
+        OPFDataset.load(ds.path, grid=load_grid("case5"))
+    side.write_text(json.dumps({**meta, "gen_bus_ids": meta["gen_bus_ids"] + [99]}))
+    with pytest.raises(DatasetError, match=r"'gen_bus_ids' names buses \[99\] that are not in 'bus_ids'"):
+        OPFDataset.load(ds.path)
+    side.write_text(json.dumps({**meta, "bus_ids": meta["bus_ids"][::-1]}))
+    again = ac_opf_dataset("case5", 6, out_dir=tmp_path / "a", workers=1, **QUIET)
+    assert again.meta["bus_ids"] == load_grid("case5").bus_ids.tolist()
+    _same(again, ds)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda m: {k: v for k, v in m.items() if k != "n_samples"}, r"field 'n_samples' \(an integer\) is missing"),
+    (lambda m: [], "holds a list, not a JSON object"),
+    (lambda m: {**m, "spec": "case5"}, "field 'spec' is a string, not an object"),
+    (lambda m: {**m, "bus_ids": None}, "field 'bus_ids' is null, not a list"),
+], ids=["no n_samples", "a list", "spec a string", "bus_ids null"])
+def test_a_broken_sidecar_is_a_dataset_error_and_the_cli_regenerates(tmp_path, capsys, damage, match):
+    from pfbook.book.cli import main
+
+    args = ["data", "opf", "--grid", "case5", "--samples", "4", "--workers", "1", "--no-progress",
+            "--out", str(tmp_path)]
+    assert main(args) == 0
+    (npz,) = tmp_path.glob("opf-case5-*.npz")
+    side = npz.with_suffix(".json")
+    good = json.loads(side.read_text())
+    side.write_text(json.dumps(damage(good)))
+    with pytest.raises(DatasetError, match=match):
+        OPFDataset.load(npz)
+    capsys.readouterr()
+    assert main(args) == 0                                      # regenerated, not a KeyError/AttributeError
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "error" not in err
+    assert "case5: 4 AC-OPF solutions" in out
+    fixed = json.loads(side.read_text())
+    assert fixed["n_samples"] == 4 and fixed["bus_ids"] == good["bus_ids"]
+    assert len(OPFDataset.load(npz)) == 4
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_dataset_files_honour_the_umask(tmp_path, mask, mode):
+    old = os.umask(mask)
+    try:
+        ds = ac_opf_dataset("case5", 3, out_dir=tmp_path / "shared", workers=1, **QUIET)
+    finally:
+        os.umask(old)
+    for p in (ds.path, ds.path.with_suffix(".json")):
+        assert stat.S_IMODE(p.stat().st_mode) == mode, (p.name, oct(p.stat().st_mode))

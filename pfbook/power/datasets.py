@@ -28,7 +28,9 @@ sample_index    (n,)         the index that seeded the sample
 =============== ============ ==========================================================
 
 The JSON sidecar (same name, ``.json``) holds the grid, bus/load/generator order, units, ranges, seed,
-solver, counts of failed solves, the package version and the NPZ's SHA-256.
+solver, counts of failed solves, the package version and the NPZ's SHA-256. :meth:`OPFDataset.load` checks
+the sidecar against the arrays (fields and their types, shapes, grid size and bus orders), not only the
+checksum, so a sidecar of another dataset beside the NPZ is refused, and the cache generates it again.
 """
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ ARRAYS = ("p", "q", "v", "theta", "pd", "qd", "pg", "qg", "cost", "load_factors"
           "sample_index")
 UNITS = {"p": "p.u.", "q": "p.u.", "v": "p.u.", "theta": "rad", "pd": "p.u.", "qd": "p.u.", "pg": "p.u.",
          "qg": "p.u.", "cost": "$/h", "load_factors": "1", "cost_factors": "1", "sample_index": "1"}
+#: what each stored array has a column per (None: one value per sample)
+_KIND = {"p": "bus", "q": "bus", "v": "bus", "theta": "bus", "pd": "load", "qd": "load", "pg": "gen", "qg": "gen",
+         "load_factors": "load", "cost_factors": "gen", "cost": None, "sample_index": None}
 #: give up when this share of attempts fails (the ranges are then unreasonable for the grid)
 MAX_FAILURE_SHARE = 0.5
 
@@ -130,6 +135,73 @@ class OPFDataset(StoredDataset):
     """A solved AC-OPF dataset: arrays by name (``ds.p``, ``ds.pg``, ...) plus its metadata ``ds.meta``."""
 
     what = "AC-OPF dataset"
+    sidecar_types = {**StoredDataset.sidecar_types, "grid": str, "spec": dict, "n_samples": int, "n_failed": int,
+                     "n_attempted": int, "failed_indices": list, "bus_ids": list, "load_bus_ids": list,
+                     "gen_bus_ids": list, "shapes": dict, "load_range": list, "seed": int, "seconds": float}
+
+    @classmethod
+    def layout(cls, meta: dict) -> dict[str, tuple]:
+        """Rows: ``n_samples``; columns: one per bus, load or generator of the sidecar's orders."""
+        n = meta["n_samples"]
+        width = {"bus": len(meta["bus_ids"]), "load": len(meta["load_bus_ids"]), "gen": len(meta["gen_bus_ids"])}
+        return {k: (n,) if _KIND[k] is None else (n, width[_KIND[k]]) for k in ARRAYS}
+
+    @classmethod
+    def consistency(cls, meta: dict, arrays: dict[str, np.ndarray]) -> list[str]:
+        """The sidecar's own shapes, its settings (grid, n_samples) and its bus orders agree with each other and
+        with the arrays."""
+        problems, layout = [], cls.layout(meta)
+        for k, shape in meta["shapes"].items():     # arrays the layout check passed, whose 'shapes' entry differs
+            if k in arrays and layout.get(k) == arrays[k].shape and tuple(shape) != arrays[k].shape:
+                problems.append(f"its 'shapes' gives {k!r} as {tuple(shape)}, the file holds {arrays[k].shape}")
+        spec = meta["spec"]
+        for k in ("grid", "n_samples", "seed"):
+            if k in spec and spec[k] != meta[k]:
+                problems.append(f"its {k!r} is {meta[k]!r} but its settings ('spec') say {spec[k]!r}")
+        bus = set(map(str, meta["bus_ids"]))
+        if len(bus) != len(meta["bus_ids"]):
+            problems.append("its bus order 'bus_ids' lists a bus twice")
+        for k in ("load_bus_ids", "gen_bus_ids"):
+            stray = [b for b in meta[k] if str(b) not in bus]
+            if stray:
+                problems.append(f"its {k!r} names buses {stray[:5]} that are not in 'bus_ids'")
+        if meta["n_failed"] != len(meta["failed_indices"]):
+            problems.append(f"its 'n_failed' is {meta['n_failed']} but it lists {len(meta['failed_indices'])} "
+                            f"'failed_indices'")
+        if "sample_index" in arrays and len(np.unique(arrays["sample_index"])) != len(arrays["sample_index"]):
+            problems.append("array 'sample_index' repeats a sample")
+        return problems
+
+    @classmethod
+    def describe(cls, meta: dict) -> str:
+        return (f"{meta['grid']}: {meta['n_samples']} samples, {len(meta['bus_ids'])} buses, "
+                f"{len(meta['load_bus_ids'])} loads, {len(meta['gen_bus_ids'])} generators")
+
+    def check_grid(self, grid: Grid) -> None:
+        """Refuse (:class:`DatasetError`) a dataset whose grid name, size or bus, load and generator orders are
+        not those of ``grid``: the columns of the arrays follow the sidecar's orders, and the book reads them
+        with ``grid``'s."""
+        m, side = self.meta, self.path.with_suffix(".json").name if self.path is not None else "its metadata"
+        ids = np.asarray(grid.bus_ids)
+        want = {"grid": grid.name, "bus_ids": ids.tolist(), "load_bus_ids": ids[grid.load_bus].tolist(),
+                "gen_bus_ids": ids[grid.gen_bus].tolist()}
+        what = {"grid": "grid", "bus_ids": "bus order", "load_bus_ids": "load order", "gen_bus_ids": "generator order"}
+        diff = []
+        for k, v in want.items():
+            if m[k] == v:
+                continue
+            if k == "grid":
+                diff.append(f"grid {m[k]!r}")
+            elif len(m[k]) != len(v):
+                diff.append(f"a {what[k]} of {len(m[k])} where {grid.name} has {len(v)}")
+            else:
+                i = next(i for i, (a, b) in enumerate(zip(m[k], v)) if a != b)
+                diff.append(f"a {what[k]} that differs from {grid.name}'s at position {i} ({m[k][i]!r} where "
+                            f"{grid.name} has {v[i]!r})")
+        if diff:
+            name = self.path.name if self.path is not None else "the dataset"
+            raise DatasetError(f"{name} is not a dataset of grid {grid.name} ({grid.n_bus} buses): {side} gives "
+                               f"{'; '.join(diff)}; delete it and generate it again (or pass --force / force=True)")
 
     def __len__(self) -> int:
         return len(self.arrays["cost"])
@@ -166,8 +238,11 @@ class OPFDataset(StoredDataset):
         return df
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expect: OPFDatasetSpec | None = None) -> "OPFDataset":
-        """Open a dataset written by :func:`ac_opf_dataset`, checking it is whole and what was asked for."""
+    def load(cls, path: str | os.PathLike, expect: OPFDatasetSpec | None = None,
+             grid: Grid | None = None) -> "OPFDataset":
+        """Open a dataset written by :func:`ac_opf_dataset`, checking it is whole, that its sidecar describes its
+        arrays (fields, shapes, grid size, bus orders), and that it is what was asked for: made with the settings
+        ``expect`` and (see :meth:`check_grid`) for the grid ``grid``."""
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
@@ -177,16 +252,14 @@ class OPFDataset(StoredDataset):
             raise FileNotFoundError(f"dataset {str(path)!r} does not exist; generate it with `pfbook data opf`")
         if not side.is_file():
             raise DatasetError(f"dataset {path.name} has no metadata sidecar {side.name}: it is incomplete; {fix}")
-        try:
-            meta = json.loads(side.read_text())
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"metadata {side.name} is not valid JSON ({e}); {fix}") from None
+        meta = cls.read_sidecar(side, fix)
         if meta.get("format") != FORMAT:
             raise DatasetError(f"{side.name} is not a pfbook AC-OPF dataset (format {meta.get('format')!r})")
         if meta.get("format_version") != FORMAT_VERSION:
             raise DatasetError(f"{path.name} has format version {meta.get('format_version')}, this pfbook reads "
                                f"{FORMAT_VERSION}; {fix}")
-        if sha256_file(path) != meta.get("sha256"):
+        cls.check_sidecar(meta, side.name, fix)
+        if sha256_file(path) != meta["sha256"]:
             raise DatasetError(f"dataset {path.name} is truncated or was modified (its checksum does not match "
                                f"{side.name}); {fix}")
         try:
@@ -194,19 +267,19 @@ class OPFDataset(StoredDataset):
                 arrays = {k: z[k] for k in ARRAYS}
         except Exception as e:
             raise DatasetError(f"dataset {path.name} cannot be read ({e}); {fix}") from None
-        n = meta["n_samples"]
-        for k, a in arrays.items():
-            if a.shape[0] != n:
-                raise DatasetError(f"dataset {path.name}: array {k!r} has {a.shape[0]} rows, metadata says {n}; {fix}")
+        cls.check_arrays(meta, arrays, path.name, side.name, fix)
         if expect is not None:
-            got = meta.get("spec", {})
+            got = meta["spec"]
             want = json.loads(json.dumps(asdict(expect), default=list))
             diff = [k for k in want if got.get(k) != want[k]]
             if diff:
                 raise DatasetError(
                     f"dataset {path.name} was made for {', '.join(f'{k}={got.get(k)!r}' for k in diff)} but "
                     f"{', '.join(f'{k}={want[k]!r}' for k in diff)} was asked; {fix}")
-        return cls(arrays, meta, path)
+        ds = cls(arrays, meta, path)
+        if grid is not None:
+            ds.check_grid(grid)
+        return ds
 
 
 # ---------------------------------------------------------------------------------------- solving
@@ -371,7 +444,7 @@ def ac_opf_dataset(grid: "str | Grid | Any", n_samples: int, *, load_range: tupl
     final = out / f"{spec.stem}.npz"
     if final.exists() and not force:
         try:
-            return OPFDataset.load(final, expect=spec)
+            return OPFDataset.load(final, expect=spec, grid=g)
         except DatasetError:
             pass                                     # incomplete or damaged: regenerate below
     parts = _Parts(out / f".{spec.stem}.parts")
