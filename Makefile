@@ -13,12 +13,13 @@ BIN     := $(VENV)/bin
 # The install is redone only when pyproject.toml changes (or the stamp is deleted).
 STAMP   := $(VENV)/.pfbook-install-stamp
 
-.PHONY: book test install clean help
+.PHONY: book test lint install clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make book   set up .venv, generate the chapters' data, build the book into _build/html"
 	@echo "make test   set up .venv, run the tests and execute every chapter on the ci profile"
+	@echo "make lint   ruff (lint and format check) and nbstripout --verify over the project"
 	@echo "make clean  remove _build (keeps .venv, data and runs)"
 
 install: $(STAMP)
@@ -39,6 +40,11 @@ book: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pfbook data prepare --profile ci --no-progress
 	PFBOOK_PROFILE=ci $(BIN)/python -m pytest --nbmake --nbmake-timeout=600 tests book
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/nbstripout --keep-id --verify book/*.ipynb
 
 clean:
 	rm -rf _build
