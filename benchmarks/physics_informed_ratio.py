@@ -24,7 +24,6 @@ import argparse
 import multiprocessing as mp
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 
 import torch
 
@@ -71,7 +70,7 @@ def main(argv=None) -> None:
     profile = check_profile(args.profile)
     settings = parse_settings(args.set)
     base = apply_overrides(pi.PhysicsInformedConfig.for_profile(profile, grid=args.grid), settings)  # fails early
-    runs = args.runs or (DEFAULT_RUNS if profile == "default" else [(base.n_samples, base.steps)])
+    runs = args.runs or (DEFAULT_RUNS if profile == "default" else [(base.n_samples, base.train.steps)])
     torch.set_num_threads(1)
 
     changed = ", ".join(f"{k}={v}" for k, v in settings.items()) or "nothing else"
@@ -85,7 +84,7 @@ def main(argv=None) -> None:
     try:
         for n, steps in runs:
             t0 = time.perf_counter()
-            cfg = replace(base, n_samples=n, steps=steps)
+            cfg = apply_overrides(base, {"n_samples": n, "train.steps": steps})
             if pool is None:
                 out = {m: train_and_draw(cfg, m, args.samples) for m in models}
             else:

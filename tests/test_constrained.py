@@ -7,7 +7,7 @@ from pfbook.methods.constrained import (ConstrainedConfig, bus_mismatch, curvatu
                                 load_summaries, newton_projection, sampler, save_summary, train_model, w1_standard_error,
                                 within_limits)
 from pfbook.power.datasets import ac_opf_dataset
-from pfbook.diffusion import Normaliser
+from pfbook.diffusion import Normaliser, TrainConfig
 from pfbook.power.grids import load_grid
 from pfbook.book.primer import FEATURES, PrimerData, imbalance_residual, max_mismatch
 from pfbook.diffusion import Layout
@@ -75,8 +75,8 @@ def test_guidance_cuts_active_mismatch_tenfold_on_case5(records):
     cols = [f"{f}_{b}" for f in FEATURES for b in range(5)]
     data = PrimerData(grid=load_grid("case5"), train=x, test=x, columns=cols,
                       layout=Layout(features=tuple(cols), grid="case5", shape=(20,)), dataset=None)
-    cfg = ConstrainedConfig(n_samples=len(x), width=64, depth=2, epochs=60, batch_size=100, lr=3e-3,
-                            lr_decay_every_epochs=30, ema_decay=0.99, T=200)
+    cfg = ConstrainedConfig(n_samples=len(x), width=64, depth=2, T=200,
+                            train=TrainConfig(steps=600, batch_size=100, lr=3e-3, lr_decay_every=300, ema_decay=0.99))
     dm, _ = train_model(cfg, data)
     L = curvature(data.grid, dm.normaliser, x)
     s = sampler("DDIM 50", cfg.schedule())

@@ -10,14 +10,14 @@ in per unit, computed from de-normalised samples.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pfbook.config import check_profile
+from pfbook.config import ChapterConfig
 from pfbook.diffusion import DiffusionModel, Normaliser, Sampler, Schedule, TrainConfig
 from pfbook.evaluation.distances import mmd_rbf
 from pfbook.power.grids import Grid
@@ -30,8 +30,17 @@ PrimerData = RecordData
 
 
 @dataclass(frozen=True)
-class PrimerConfig:
+class PrimerConfig(ChapterConfig):
     """Settings of the primer chapter (one per profile; ``for_profile`` builds them)."""
+
+    PROFILES = {
+        "ci": {"n_samples": 200, "width": 128, "depth": 3, "n_generate": 400, "ddim_steps": (10, 50, 200),
+               "train": {"steps": 1200, "batch_size": 128, "lr": 2e-3, "lr_decay_every": 400, "ema_decay": 0.99}},
+        "default": {},
+        "paper": {"n_samples": 5000, "width": 500, "depth": 6, "n_generate": 5000,
+                  "ddim_steps": (10, 20, 50, 100, 250, 500),
+                  "train": {"steps": 150_000, "lr": 1e-4, "lr_decay_every": 15_000, "ema_decay": 0.9999}},
+    }
 
     grid: str = "case5"
     n_samples: int = 1000                        # AC-OPF records (loads x U(load_range), as in seed 000)
@@ -40,35 +49,17 @@ class PrimerConfig:
     T: int = 1000                                # diffusion steps, linear β 1e-4 -> 0.02 (seed 000)
     width: int = 256                             # MLP width (seed 000: 500)
     depth: int = 4                               # hidden layers (seed 000: 6)
-    steps: int = 6000                            # optimiser steps
-    batch_size: int = 500
-    lr: float = 1e-3
-    lr_decay_every: int = 1500                   # steps between learning-rate decays (x lr_decay)
-    lr_decay: float = 0.6                        # γ of seed 000
-    ema_decay: float | None = 0.999
+    # 6000 optimiser steps of 500 records, lr 1e-3 x γ = 0.6 (Hoseinpour & Dvorkin) every 1500 steps, EMA 0.999
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=6000, batch_size=500, lr=1e-3, lr_decay_every=1500, lr_decay=0.6, ema_decay=0.999))
     n_generate: int = 2000                       # samples drawn per sampler
     ddim_steps: tuple[int, ...] = (10, 20, 50, 100, 250)
     guidance_scale: float = 1.0                  # λ of the gradient guidance (model space; R in p.u.²)
     seed: int = 0
     device: str = "cpu"
 
-    @classmethod
-    def for_profile(cls, profile: str, grid: str = "case5", seed: int = 0, device: str = "cpu") -> "PrimerConfig":
-        base = replace(cls(), grid=grid, seed=seed, device=device)
-        return {
-            "ci": replace(base, n_samples=200, width=128, depth=3, steps=1200, batch_size=128, lr=2e-3,
-                          lr_decay_every=400, ema_decay=0.99, n_generate=400, ddim_steps=(10, 50, 200)),
-            "default": base,
-            "paper": replace(base, n_samples=5000, width=500, depth=6, steps=150_000, lr=1e-4,
-                             lr_decay_every=15_000, ema_decay=0.9999, n_generate=5000,
-                             ddim_steps=(10, 20, 50, 100, 250, 500)),
-        }[check_profile(profile)]
-
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_settings(self)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        return self.train
 
 
 # ---------------------------------------------------------------------------------------- data

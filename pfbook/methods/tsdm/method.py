@@ -303,14 +303,8 @@ class TSDM:
         if info is None:
             raise DatasetError(f"{Path(path).name} is a diffusion checkpoint without TSDM's settings; "
                                f"train it with pfbook.methods.tsdm.train_prior")
-        d = dict(info["config"])
-        d.setdefault("prediction", "epsilon")          # checkpoints written before the setting existed
-        d["mults"] = tuple(d["mults"])
-        d["table_s"] = tuple(d["table_s"])
-        for k in ("omega_sweep", "R_sweep", "ratio_sweep"):
-            d[k] = tuple(d[k])
-        d["device"] = device
-        return cls(dm, TSDMConfig(**d), info["channels"], np.asarray(info["residual_sigma"]), info.get("meta"))
+        d = {"prediction": "epsilon", **info["config"], "device": device}   # older checkpoints lack the prediction
+        return cls(dm, TSDMConfig.from_dict(d), info["channels"], np.asarray(info["residual_sigma"]), info.get("meta"))
 
 
 def recover(model: "TSDM | str | Path", y0: np.ndarray, mask: np.ndarray | None = None,
