@@ -50,7 +50,7 @@ def train_and_draw(cfg: pi.PhysicsInformedConfig, model: str, samples: int) -> d
     physics = model == "proposed"
     schedule = pi.learn_schedule(cfg, data, gT)[0] if physics else pi.original_schedule(cfg)
     dm, _ = pi.train_ddpm(cfg, data, schedule, physics=physics, gT=gT)
-    x, _ = pi.draw(dm, samples, seed=cfg.seed)
+    x, _ = dm.draw(samples, seed=cfg.seed)
     return {"R": float(pi.imbalance(data.grid, torch.as_tensor(x)).mean()),
             "W1/σ": pi.distances(x, data.test)["W1/σ"]}
 

@@ -1,7 +1,6 @@
 """DiffOPF (seed 004): grids, conditioning, DeepOPF, the metrics of eq. (21) and Tables I and II."""
 import math
 import os
-from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np

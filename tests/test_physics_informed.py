@@ -170,7 +170,7 @@ def test_physics_informed_training_runs_through_the_core_trainer(cfg, data):
     assert isinstance(tr, Trainer) and tr.step == cfg.train.steps
     _, parts = tr.loss(0)
     assert "physics" in parts and parts["physics"] >= 0
-    x, _ = pi.draw(dm, 4)
+    x, _ = dm.draw(4)
     assert x.shape == (4, 60)
     assert pi.within_bounds(x, data.low, data.high).all()               # sigmoid output: C1-C4 by construction
     with pytest.raises(ValueError, match="γ_T"):

@@ -9,7 +9,6 @@ in per unit, computed from de-normalised samples.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -18,8 +17,9 @@ import pandas as pd
 import torch
 
 from pfbook.config import ChapterConfig
-from pfbook.diffusion import DiffusionModel, Normaliser, Sampler, Schedule, TrainConfig
-from pfbook.evaluation.distances import mmd_rbf
+from pfbook.diffusion import DiffusionModel, Normaliser, Sampler, Schedule, TrainConfig, denormalised
+from pfbook.diffusion.traces import forward_trace, reverse_trace
+from pfbook.evaluation.distances import mean_w1_over_sigma, mmd_rbf
 from pfbook.power.grids import Grid
 from pfbook.methods.constrained.records import (FEATURES, RecordData, imbalance_residual, load_data, max_mismatch,  # noqa: F401
                       mismatch, mismatch_constraint, split_features)
@@ -66,34 +66,28 @@ class PrimerConfig(ChapterConfig):
 # ---------------------------------------------------------------------------------------- the chapter's tables
 def forward_imbalance(grid: Grid, x: np.ndarray, normaliser: Normaliser, schedule: Schedule,
                       timesteps: Sequence[int], seed: int = 0) -> pd.DataFrame:
-    """Mean nodal mismatch magnitude (p.u.) of real records noised to each t, de-normalised (seed 003, Fig. 1)."""
-    g = torch.Generator().manual_seed(seed)
+    """Mean nodal mismatch magnitude (p.u.) of real records noised to each t, de-normalised (Wang et al., Fig. 1)."""
     z = normaliser(torch.as_tensor(x, dtype=torch.float64))
-    rows = []
-    for t in timesteps:
-        xt = normaliser.inverse(schedule.q_sample(z, int(t), generator=g))
-        dp, dq = mismatch(grid, xt)
-        rows.append({"t": int(t), "alpha_bar": float(schedule.alpha_bar[int(t)]),
-                     "mean |S| (p.u.)": float(torch.sqrt(dp ** 2 + dq ** 2).mean())})
-    return pd.DataFrame(rows)
+    S = mismatch_magnitude(grid, normaliser)
+    trace = forward_trace(schedule, z, lambda x_t, t: S(x_t), timesteps, seed=seed)
+    return pd.DataFrame({"t": [int(t) for t in timesteps],
+                         "alpha_bar": [float(schedule.alpha_bar[int(t)]) for t in timesteps],
+                         "mean |S| (p.u.)": trace})
 
 
-def mean_w1(x: np.ndarray, reference: np.ndarray) -> float:
-    """Per-feature 1-Wasserstein distance to ``reference``, in units of the reference's std, averaged.
+def mismatch_magnitude(grid: Grid, normaliser: Normaliser):
+    """|S_b| = sqrt(ΔP_b² + ΔQ_b²) per bus (p.u., float64) of model-space records, de-normalised first."""
+    def magnitude(x: torch.Tensor) -> torch.Tensor:
+        dp, dq = mismatch(grid, x)
+        return torch.sqrt(dp ** 2 + dq ** 2)
 
-    Features that are constant in the reference (a reference-bus angle) are left out.
-    """
-    from scipy.stats import wasserstein_distance
-
-    std = reference.std(0)
-    keep = std > 1e-9 * np.maximum(1.0, np.abs(reference).max(0))
-    return float(np.mean([wasserstein_distance(x[:, j], reference[:, j]) / std[j] for j in np.flatnonzero(keep)]))
+    return denormalised(magnitude, normaliser, dtype=torch.float64)
 
 
 def judge(x: np.ndarray, reference: np.ndarray, normaliser: Normaliser, grid: Grid) -> dict:
     """Distribution distances to ``reference`` and the physics residual of samples ``x`` (physical units)."""
     worst = max_mismatch(grid, x)
-    return {"W1/σ": mean_w1(x, reference),
+    return {"W1/σ": mean_w1_over_sigma(x, reference),
             "MMD²": mmd_rbf(normaliser(torch.as_tensor(x)), normaliser(torch.as_tensor(reference)), max_n=2000),
             "median max|ΔS| (p.u.)": float(np.median(worst)), "p90 max|ΔS| (p.u.)": float(np.quantile(worst, 0.9))}
 
@@ -108,10 +102,7 @@ def compare_samplers(dm: DiffusionModel, samplers: Mapping[str, Sampler], refere
     """
     rows, out = [], {}
     for name, sampler in samplers.items():
-        gen = torch.Generator(device=dm.device).manual_seed(seed)
-        t0 = time.perf_counter()
-        y = dm.sample(n, sampler, guidance=guidance, generator=gen).double().cpu().numpy()
-        seconds = time.perf_counter() - t0
+        y, seconds = dm.draw(n, sampler, guidance=guidance, seed=seed)
         rows.append({"sampler": name, "network calls": sampler.n_steps, "seconds": seconds,
                      **judge(y, reference, dm.normaliser, grid)})
         out[name] = y
@@ -121,15 +112,9 @@ def compare_samplers(dm: DiffusionModel, samplers: Mapping[str, Sampler], refere
 def residual_trajectory(dm: DiffusionModel, sampler: Sampler, grid: Grid, n: int, guidance=None,
                         seed: int = 0) -> pd.DataFrame:
     """Mean nodal mismatch |S| (p.u.) of the (guided) x̂_0 at every reverse step, for one batch of ``n``."""
-    rows = []
-
-    def record(state, x_prev):
-        dp, dq = mismatch(grid, dm.normaliser.inverse(state.x0.double()))
-        rows.append({"t": state.t, "mean |S| of x̂0 (p.u.)": float(torch.sqrt(dp ** 2 + dq ** 2).mean())})
-
-    gen = torch.Generator(device=dm.device).manual_seed(seed)
-    dm.sample(n, sampler, guidance=guidance, generator=gen, callback=record)
-    return pd.DataFrame(rows)
+    _, ts, trace = reverse_trace(dm, sampler, n, mismatch_magnitude(grid, dm.normaliser), on="x0", guidance=guidance,
+                                 seed=seed)
+    return pd.DataFrame({"t": ts, "mean |S| of x̂0 (p.u.)": trace})
 
 
 def plot_marginals(arrays: Mapping[str, np.ndarray], columns: Sequence[str], which: Sequence[int],

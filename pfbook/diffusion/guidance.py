@@ -90,14 +90,17 @@ class Compose(Guidance):
         return f"Compose({', '.join(map(repr, self.guidances))})"
 
 
-def denormalised(fn: Callable[[torch.Tensor], torch.Tensor], normaliser) -> Callable[[torch.Tensor], torch.Tensor]:
+def denormalised(fn: Callable[[torch.Tensor], torch.Tensor], normaliser,
+                 dtype: torch.dtype | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """``z -> fn(normaliser.inverse(z))``: a residual in physical units, callable on model-space tensors.
 
     Gradients flow through the (affine) inverse, so :class:`GradientGuidance` steps in model space on a
-    residual computed in physical units (per unit, radians).
+    residual computed in physical units (per unit, radians). With ``dtype`` (e.g. ``torch.float64``) ``z`` is
+    cast first, so the de-normalisation and the residual run in that precision and gradients flow back to the
+    model's own.
     """
     def residual(z: torch.Tensor) -> torch.Tensor:
-        return fn(normaliser.inverse(z))
+        return fn(normaliser.inverse(z if dtype is None else z.to(dtype)))
 
     return residual
 
