@@ -109,6 +109,18 @@ def _scale_at(scale, t: int, T: int) -> float:
     return float(scale(t, T)) if callable(scale) else float(scale)
 
 
+def _corrected(state: GuidanceState, scale, inner_steps: int,
+               step: Callable[[float, torch.Tensor], torch.Tensor]) -> GuidanceState:
+    """``state`` with x̂_0 moved ``inner_steps`` times by x̂_0 <- x̂_0 - step(λ_t, x̂_0); unchanged where λ_t = 0."""
+    lam = _scale_at(scale, state.t, state.schedule.T)
+    if lam == 0.0:
+        return state
+    x0 = state.x0
+    for _ in range(inner_steps):
+        x0 = x0 - step(lam, x0)
+    return state.with_x0(x0)
+
+
 def ramp(lam_max: float, power: float = 1.0, lam_min: float = 0.0) -> Callable[[int, int], float]:
     """λ_t growing as t -> 0: λ_min + (λ_max - λ_min) (1 - t/T)^power (constant λ: pass a number)."""
     if lam_max < 0 or lam_min < 0 or power < 0:
@@ -149,18 +161,16 @@ class GradientGuidance(Guidance):
             (g,) = torch.autograd.grad(r.sum(), z)
         return g
 
+    def _capped_step(self, lam: float, x0: torch.Tensor) -> torch.Tensor:
+        """λ ∇R(x̂_0), its norm per sample capped at ``max_step``."""
+        step = lam * self.gradient(x0)
+        if self.max_step is not None:
+            norm = step.flatten(1).norm(dim=1).clamp(min=1e-30)
+            step = step * (self.max_step / norm).clamp(max=1.0).reshape(-1, *[1] * (step.dim() - 1))
+        return step
+
     def __call__(self, state: GuidanceState) -> GuidanceState:
-        lam = _scale_at(self.scale, state.t, state.schedule.T)
-        if lam == 0.0:
-            return state
-        x0 = state.x0
-        for _ in range(self.inner_steps):
-            step = lam * self.gradient(x0)
-            if self.max_step is not None:
-                norm = step.flatten(1).norm(dim=1).clamp(min=1e-30)
-                step = step * (self.max_step / norm).clamp(max=1.0).reshape(-1, *[1] * (step.dim() - 1))
-            x0 = x0 - step
-        return state.with_x0(x0)
+        return _corrected(state, self.scale, self.inner_steps, self._capped_step)
 
     def __repr__(self) -> str:
         return f"GradientGuidance(scale={self.scale!r}, max_step={self.max_step})"
@@ -201,13 +211,7 @@ class ProjectionGuidance(Guidance):
         return (J.transpose(1, 2) @ w).squeeze(-1).to(x0.dtype).reshape(x0.shape)
 
     def __call__(self, state: GuidanceState) -> GuidanceState:
-        lam = _scale_at(self.scale, state.t, state.schedule.T)
-        if lam == 0.0:
-            return state
-        x0 = state.x0
-        for _ in range(self.inner_steps):
-            x0 = x0 - lam * self.correction(x0)
-        return state.with_x0(x0)
+        return _corrected(state, self.scale, self.inner_steps, lambda lam, x0: lam * self.correction(x0))
 
     def __repr__(self) -> str:
         return f"ProjectionGuidance(scale={self.scale!r}, damping={self.damping:g})"

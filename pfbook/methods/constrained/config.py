@@ -64,5 +64,16 @@ class ConstrainedConfig(ChapterConfig):
     def train_config(self) -> TrainConfig:
         return self.train
 
+    @classmethod
+    def from_dict(cls, d) -> "ConstrainedConfig":
+        """As :meth:`ChapterConfig.from_dict`; the older flat layout counted training in epochs."""
+        d = dict(d)
+        if "train" not in d and "epochs" in d:
+            per = d.get("batches_per_epoch", cls.batches_per_epoch)
+            d["steps"] = d.pop("epochs") * per
+            if d.get("lr_decay_every_epochs") is not None:
+                d["lr_decay_every"] = d.pop("lr_decay_every_epochs") * per
+        return super().from_dict(d)
+
     def schedule(self) -> Schedule:
         return Schedule.linear(self.T, self.beta_start, self.beta_end)
