@@ -23,6 +23,7 @@ PROFILE_GRIDS = {"ci": (), "default": (),
 LARGE_GRID = 30
 
 
+#: The ``default`` profile's changes on those grids (settings as :func:`pfbook.config.apply_overrides` reads them).
 LARGE_GRID_DEFAULT = {"n_test": 10, "n_draw": 50, "train.steps": 4000, "sweep_loads": 5,
                       "step_sweep": ("DDPM", "DDIM 100", "DDIM 20", "DDIM 10"), "loads_per_batch": 10}
 
