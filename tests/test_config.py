@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from pfbook.book.cli import parse_settings
 from pfbook.book.prepare import OPFDataConfig
 from pfbook.book.primer import PrimerConfig
 from pfbook.config import ChapterConfig, apply_overrides
@@ -83,18 +82,6 @@ def test_dotted_and_nested_overrides_reach_the_training_settings_with_type_check
         apply_overrides(cfg, {"steps": 10})
     with pytest.raises(ValueError, match="TrainConfig.steps must be a positive integer"):
         apply_overrides(cfg, {"train.steps": 0})          # the nested class's own checks still run
-
-
-def test_set_on_the_command_line_gives_dotted_overrides():
-    settings = parse_settings(["train.steps=4000", "n_draw=25", "step_sweep=('DDIM 10',)"])
-    assert settings == {"train.steps": 4000, "n_draw": 25, "step_sweep": ["DDIM 10"]}
-    cfg = apply_overrides(DiffOPFConfig.for_profile("ci"), settings)
-    assert (cfg.train.steps, cfg.n_draw, cfg.step_sweep) == (4000, 25, ("DDIM 10",))
-    for bad in ("train..steps=1", ".steps=1", "train.=1", "steps"):
-        with pytest.raises(ValueError, match="KEY=VALUE"):
-            parse_settings([bad])
-    with pytest.raises(ValueError, match="KEY=VALUE with KEY a name"):
-        parse_settings(["pmu.case=npcc"], option="--param")
 
 
 def test_setting_reads_dotted_names_and_properties():
