@@ -33,7 +33,7 @@ def main() -> None:
     y = deep.predict(loads)
     ev = do.evaluate_warm_starts(data.grid, data.test, y[:, None, :data.n_gen], y[:, None, data.n_gen:],
                                  device=cfg.device)
-    print(f"{args.grid}, {args.profile} sizes: {cfg.steps} training steps, {len(loads)} test loads, "
+    print(f"{args.grid}, {args.profile} sizes: {cfg.train.steps} training steps, {len(loads)} test loads, "
           f"{cfg.n_draw} draws each, {cfg.sampler}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'model':<22}{'mean best gap %':>16}{'median gap %':>14}{'converged':>11}{'train s':>9}")
     print(f"{'DeepOPF':<22}{np.nanmean(ev['gap_pct']):>16.3f}{np.nanmedian(ev['gap_pct']):>14.3f}"

@@ -24,7 +24,6 @@ import argparse
 import multiprocessing as mp
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 
 import torch
 
@@ -51,7 +50,7 @@ def train_and_draw(cfg: pi.PhysicsInformedConfig, model: str, samples: int) -> d
     physics = model == "proposed"
     schedule = pi.learn_schedule(cfg, data, gT)[0] if physics else pi.original_schedule(cfg)
     dm, _ = pi.train_ddpm(cfg, data, schedule, physics=physics, gT=gT)
-    x, _ = pi.draw(dm, samples, seed=cfg.seed)
+    x, _ = dm.draw(samples, seed=cfg.seed)
     return {"R": float(pi.imbalance(data.grid, torch.as_tensor(x)).mean()),
             "W1/σ": pi.distances(x, data.test)["W1/σ"]}
 
@@ -71,7 +70,7 @@ def main(argv=None) -> None:
     profile = check_profile(args.profile)
     settings = parse_settings(args.set)
     base = apply_overrides(pi.PhysicsInformedConfig.for_profile(profile, grid=args.grid), settings)  # fails early
-    runs = args.runs or (DEFAULT_RUNS if profile == "default" else [(base.n_samples, base.steps)])
+    runs = args.runs or (DEFAULT_RUNS if profile == "default" else [(base.n_samples, base.train.steps)])
     torch.set_num_threads(1)
 
     changed = ", ".join(f"{k}={v}" for k, v in settings.items()) or "nothing else"
@@ -85,7 +84,7 @@ def main(argv=None) -> None:
     try:
         for n, steps in runs:
             t0 = time.perf_counter()
-            cfg = replace(base, n_samples=n, steps=steps)
+            cfg = apply_overrides(base, {"n_samples": n, "train.steps": steps})
             if pool is None:
                 out = {m: train_and_draw(cfg, m, args.samples) for m in models}
             else:

@@ -117,3 +117,20 @@ def test_prepare_runs_registered_recipes_for_their_profiles(tmp_path, monkeypatc
         dataset("toy", "again")(_toy)
     with pytest.raises(ValueError, match="unknown profile"):
         prepare("huge", tmp_path)
+
+
+def test_set_on_the_command_line_gives_dotted_overrides():
+    """`--set train.steps=4000` names a nested training setting; the chapter's config takes it, type-checked."""
+    from pfbook.book.cli import parse_settings
+    from pfbook.config import apply_overrides
+    from pfbook.methods.diffopf import DiffOPFConfig
+
+    settings = parse_settings(["train.steps=4000", "n_draw=25", "step_sweep=('DDIM 10',)"])
+    assert settings == {"train.steps": 4000, "n_draw": 25, "step_sweep": ["DDIM 10"]}
+    cfg = apply_overrides(DiffOPFConfig.for_profile("ci"), settings)
+    assert (cfg.train.steps, cfg.n_draw, cfg.step_sweep) == (4000, 25, ("DDIM 10",))
+    for bad in ("train..steps=1", ".steps=1", "train.=1", "steps"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            parse_settings([bad])
+    with pytest.raises(ValueError, match="KEY=VALUE with KEY a name"):
+        parse_settings(["pmu.case=npcc"], option="--param")

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from pfbook.methods.constrained import (ConstrainedConfig, bus_mismatch, curvature, draw, evaluate, feature_w1, guidance,
-                                load_summaries, newton_projection, sampler, save_summary, train_model, w1_standard_error,
+from pfbook.methods.constrained import (ConstrainedConfig, bus_mismatch, curvature, evaluate, feature_w1, guidance,
+                                load_summaries, newton_projection, save_summary, train_model, w1_standard_error,
                                 within_limits)
 from pfbook.power.datasets import ac_opf_dataset
-from pfbook.diffusion import Normaliser
+from pfbook.diffusion import Normaliser, TrainConfig, make_sampler
 from pfbook.power.grids import load_grid
 from pfbook.book.primer import FEATURES, PrimerData, imbalance_residual, max_mismatch
 from pfbook.diffusion import Layout
@@ -75,13 +75,13 @@ def test_guidance_cuts_active_mismatch_tenfold_on_case5(records):
     cols = [f"{f}_{b}" for f in FEATURES for b in range(5)]
     data = PrimerData(grid=load_grid("case5"), train=x, test=x, columns=cols,
                       layout=Layout(features=tuple(cols), grid="case5", shape=(20,)), dataset=None)
-    cfg = ConstrainedConfig(n_samples=len(x), width=64, depth=2, epochs=60, batch_size=100, lr=3e-3,
-                            lr_decay_every_epochs=30, ema_decay=0.99, T=200)
+    cfg = ConstrainedConfig(n_samples=len(x), width=64, depth=2, T=200,
+                            train=TrainConfig(steps=600, batch_size=100, lr=3e-3, lr_decay_every=300, ema_decay=0.99))
     dm, _ = train_model(cfg, data)
     L = curvature(data.grid, dm.normaliser, x)
-    s = sampler("DDIM 50", cfg.schedule())
-    free, _ = draw(dm, 200, s)
-    guided, _ = draw(dm, 200, s, guidance(data.grid, dm.normaliser, 1.5, L=L, inner_steps=20))
+    s = make_sampler("DDIM 50", cfg.schedule())
+    free, _ = dm.draw(200, s)
+    guided, _ = dm.draw(200, s, guidance=guidance(data.grid, dm.normaliser, 1.5, L=L, inner_steps=20))
     table = evaluate(data.grid, {"unguided": free, "guided": guided}, x)
     assert table.loc["unguided", "mean |ΔP|"] >= 10 * table.loc["guided", "mean |ΔP|"]
     assert table.loc["guided", "W1/σ"] <= table.loc["unguided", "W1/σ"] * 1.05

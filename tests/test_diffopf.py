@@ -1,13 +1,13 @@
 """DiffOPF (seed 004): grids, conditioning, DeepOPF, the metrics of eq. (21) and Tables I and II."""
 import math
 import os
-from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from pfbook.config import apply_overrides
 from pfbook.methods import diffopf as do
 from pfbook.diffusion import GuidanceState, Normaliser, Schedule
 from pfbook.power.grids import load_grid
@@ -19,8 +19,9 @@ def small(tmp_path_factory):
     old = os.environ.get("PFBOOK_DATA")
     os.environ["PFBOOK_DATA"] = str(tmp_path_factory.mktemp("data"))
     try:
-        cfg = replace(do.DiffOPFConfig.for_profile("ci", "case5"), n_samples=80, n_test=3, steps=150, width=64,
-                      depth=2, deepopf_steps=300, n_draw=12, sampler="DDIM 10", loads_per_batch=2)
+        cfg = apply_overrides(do.DiffOPFConfig.for_profile("ci", "case5"),
+                              {"n_samples": 80, "n_test": 3, "train.steps": 150, "width": 64, "depth": 2,
+                               "deepopf_steps": 300, "n_draw": 12, "sampler": "DDIM 10", "loads_per_batch": 2})
         data = do.load_records(cfg)
         prior = do.train_prior(cfg, data)
         deep, losses = do.train_deepopf(cfg, data)

@@ -5,8 +5,9 @@ import torch
 
 from pfbook.diffusion import Normaliser, ProjectionGuidance, Schedule
 from pfbook.diffusion.guidance import GuidanceState
-from pfbook.book.primer import (PrimerConfig, forward_imbalance, imbalance_residual, load_data, max_mismatch, mean_w1,
+from pfbook.book.primer import (PrimerConfig, forward_imbalance, imbalance_residual, load_data, max_mismatch,
                            mismatch_constraint)
+from pfbook.evaluation.distances import mean_w1_over_sigma
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,8 @@ def test_profiles_are_valid_and_grow():
     for c in cfgs:
         c.train_config()                                   # validates the training settings
         assert all(s <= c.T for s in c.ddim_steps)
-    assert cfgs[0].steps < cfgs[1].steps < cfgs[2].steps
-    assert (cfgs[2].width, cfgs[2].depth, cfgs[2].batch_size, cfgs[2].lr) == (500, 6, 500, 1e-4)  # seed 000
+    assert cfgs[0].train.steps < cfgs[1].train.steps < cfgs[2].train.steps
+    assert (cfgs[2].width, cfgs[2].depth, cfgs[2].train.batch_size, cfgs[2].train.lr) == (500, 6, 500, 1e-4)  # Hoseinpour & Dvorkin
     with pytest.raises(ValueError, match="unknown profile"):
         PrimerConfig.for_profile("fast")
 
@@ -57,5 +58,6 @@ def test_projection_guidance_restores_the_power_flow_of_perturbed_records(data):
 
 
 def test_mean_w1_is_zero_for_identical_samples_and_grows_with_a_shift(data):
-    assert mean_w1(data.train, data.train) == 0.0
-    assert mean_w1(data.train + data.train.std(0), data.train) == pytest.approx(1.0, rel=1e-6)
+    """On real records (a fixed reference angle, features held at limits among them)."""
+    assert mean_w1_over_sigma(data.train, data.train) == 0.0
+    assert mean_w1_over_sigma(data.train + data.train.std(0), data.train) == pytest.approx(1.0, rel=1e-6)

@@ -367,3 +367,68 @@ def test_epsilon_skip_with_a_zero_correction_samples_a_standard_normal():
     torch.nn.init.zeros_(plain.out.bias)
     y = DDPMSampler(schedule).sample(plain, (20000, 3), generator=torch.Generator().manual_seed(0))
     assert (y.std(0) - 1).abs().min() > 0.2                       # not a standard normal: the skip made the difference
+
+
+def test_make_sampler_reads_the_chapters_sampler_specs():
+    ddpm, ddim = make_sampler("DDPM", SCHEDULE), make_sampler("DDIM 50", SCHEDULE)
+    assert isinstance(ddpm, DDPMSampler) and ddpm.n_steps == T
+    assert isinstance(ddim, DDIMSampler) and ddim.timesteps == DDIMSampler(SCHEDULE, steps=50).timesteps
+    assert make_sampler("ddim 20", SCHEDULE, eta=1.0).eta == 1.0 and make_sampler("ddim", SCHEDULE, steps=7).n_steps == 7
+    assert make_sampler("ddim", SCHEDULE).n_steps == T
+    for spec, match in (("DDIM fifty", "whole number"), ("DDPM 10", "unknown sampler 'DDPM 10'"),
+                        ("", "use 'DDPM' or 'DDIM <steps>'"), ("DDIM 10 20", "unknown sampler")):
+        with pytest.raises(ValueError, match=match):
+            make_sampler(spec, SCHEDULE)
+    with pytest.raises(ValueError, match="names its steps"):
+        make_sampler("DDIM 10", SCHEDULE, steps=20)
+
+
+def test_draw_is_one_reproducible_timed_call(ring):
+    dm, _ = ring
+    smp = make_sampler("DDIM 10", SCHEDULE)
+    x, sec = dm.draw(64, smp, seed=3)
+    again, _ = dm.draw(64, smp, seed=3)
+    other, _ = dm.draw(64, smp, seed=4)
+    assert str(x.dtype) == "float64"
+    assert x.shape == (64, 2) and sec > 0 and (x == again).all() and not (x == other).all()
+    direct = dm.sample(64, smp, generator=torch.Generator().manual_seed(3)).double().numpy()
+    assert (x == direct).all()
+    # one generator continues its stream over several draws
+    g = torch.Generator().manual_seed(3)
+    first, _ = dm.draw(32, smp, generator=g)
+    second, _ = dm.draw(32, smp, generator=g)
+    assert (first == x[:32]).all() and not (second == first).all()
+
+
+def test_forward_trace_follows_the_closed_form_of_the_noised_second_moment():
+    from pfbook.diffusion.traces import forward_trace
+
+    x0 = ring_of_gaussians(4000, generator=torch.Generator().manual_seed(2))[0]
+    m2 = float(x0.pow(2).sum(1).mean())
+    ts = [0, 20, 60, 120, T - 1]
+    trace = forward_trace(SCHEDULE, x0, lambda x_t, t: x_t.pow(2).sum(1), ts, seed=5)
+    ab = SCHEDULE.alpha_bar.double()
+    expected = [float(ab[t]) * m2 + 2 * (1 - float(ab[t])) for t in ts]     # E||x_t||² = ᾱ E||x_0||² + (1-ᾱ) d
+    assert trace == pytest.approx(expected, rel=0.05)
+    assert (forward_trace(SCHEDULE, x0, lambda x_t, t: x_t.pow(2).sum(1), ts, seed=5) == trace).all()
+    seen = []
+    forward_trace(SCHEDULE, x0[:8], lambda x_t, t: seen.append(t) or x_t[:, 0], None)
+    assert seen == list(range(T))
+
+
+def test_reverse_trace_records_every_step_and_ends_at_the_samples(ring):
+    from pfbook.diffusion.traces import reverse_trace
+
+    dm, _ = ring
+    smp = make_sampler("DDIM 20", SCHEDULE)
+    norm2 = lambda z: z.double().pow(2).sum(1)          # noqa: E731
+    x, ts, prev = reverse_trace(dm, smp, 200, norm2, on="x_prev", seed=1)
+    assert ts.tolist() == smp.timesteps and len(prev) == smp.n_steps
+    z = dm.normaliser(torch.as_tensor(x))
+    assert prev[-1] == pytest.approx(float(norm2(z).mean()), rel=1e-5)     # x_(t-1) of the last step: the samples
+    _, _, x0 = reverse_trace(dm, smp, 200, norm2, on="x0", seed=1)
+    assert x0[-1] == pytest.approx(prev[-1], rel=1e-5)   # at t = 0 the step returns x̂_0
+    assert abs(x0[0] - prev[0]) > 0.1 * prev[0]          # but earlier the two states differ: on= picks which is seen
+    assert (dm.draw(200, smp, seed=1)[0] == x).all()     # recording does not change the draw
+    with pytest.raises(ValueError, match="on must be one of"):
+        reverse_trace(dm, smp, 4, norm2, on="x_t")

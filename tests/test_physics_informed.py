@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pfbook.config import apply_overrides
 from pfbook.methods import physics_informed as pi
 from pfbook.power.datasets import ac_opf_dataset
 from pfbook.diffusion import GuidanceState, Layout, LossContext, Trainer
@@ -27,7 +28,8 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cfg():
-    return replace(pi.PhysicsInformedConfig.for_profile("ci", "case14"), steps=3, gan_steps=3, schedule_steps=3)
+    return apply_overrides(pi.PhysicsInformedConfig.for_profile("ci", "case14"),
+                          {"train.steps": 3, "gan_steps": 3, "schedule_steps": 3})
 
 
 @pytest.mark.parametrize("grid, n", [("case14", 60), ("case30", 112)])
@@ -165,10 +167,10 @@ def test_physics_loss_is_zero_for_a_perfect_last_step_and_positive_for_a_wrong_o
 def test_physics_informed_training_runs_through_the_core_trainer(cfg, data):
     gT = pi.gamma_T(data.grid, data.normaliser, n=1024)
     dm, tr = pi.train_ddpm(cfg, data, pi.original_schedule(cfg), physics=True, gT=gT)
-    assert isinstance(tr, Trainer) and tr.step == cfg.steps
+    assert isinstance(tr, Trainer) and tr.step == cfg.train.steps
     _, parts = tr.loss(0)
     assert "physics" in parts and parts["physics"] >= 0
-    x, _ = pi.draw(dm, 4)
+    x, _ = dm.draw(4)
     assert x.shape == (4, 60)
     assert pi.within_bounds(x, data.low, data.high).all()               # sigmoid output: C1-C4 by construction
     with pytest.raises(ValueError, match="γ_T"):

@@ -147,10 +147,11 @@ def test_set_passes_settings_to_chapters_that_take_overrides(book: Path, tmp_pat
     out = tmp_path / "r"
     result = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--out", str(out),
                     "--set", "n_test=100", "--set", "sampler=DDIM 20", "--set", "mults=(1, 2)",
-                    "--set", "note=__import__('os').remove('x')", cwd=tmp_path)
+                    "--set", "train.steps=4000", "--set", "note=__import__('os').remove('x')", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     got = json.loads((book / "book" / "overrides.json").read_text())
-    assert got == {"n_test": 100, "sampler": "DDIM 20", "mults": [1, 2], "note": "__import__('os').remove('x')"}
+    assert got == {"n_test": 100, "sampler": "DDIM 20", "mults": [1, 2], "train.steps": 4000,
+                   "note": "__import__('os').remove('x')"}
     assert json.loads((out / "case5" / "summary.json").read_text())["parameters"]["overrides"]["n_test"] == 100
 
     # a chapter without the parameter would silently ignore the settings: refused before anything runs
@@ -162,6 +163,9 @@ def test_set_passes_settings_to_chapters_that_take_overrides(book: Path, tmp_pat
     bad = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--set", "n_test",
                  cwd=tmp_path)
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+    bad = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--set", "train..steps=4",
+                 cwd=tmp_path)
+    assert bad.returncode == 2 and "dotted name" in bad.stderr
 
 
 def test_method_chapters_take_overrides():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pfbook.config import apply_overrides
 from pfbook.methods import tsdm
 from pfbook.power.corruptions import corrupt_batch
 from pfbook.io import DatasetError
@@ -22,7 +23,8 @@ def windows():
 def model(windows, tmp_path_factory):
     """A small prior trained on the clean windows, saved to a checkpoint."""
     cfg, w = windows
-    cfg = replace(cfg, base=16, steps=250, batch_size=16, lr=2e-3, ov_samples=16)
+    cfg = apply_overrides(cfg, {"base": 16, "train.steps": 250, "train.batch_size": 16, "train.lr": 2e-3,
+                                "ov_samples": 16})
     path = tmp_path_factory.mktemp("models") / "tsdm.pt"
     m, trainer = tsdm.train_prior(cfg, w, checkpoint=path)
     return m, path, trainer

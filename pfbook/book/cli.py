@@ -158,8 +158,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def parse_settings(items: Sequence[str] | None, option: str = "--set") -> dict:
-    """``["n_test=100", "sampler=DDIM 20"]`` -> ``{"n_test": 100, "sampler": "DDIM 20"}``: each value read as a
-    Python literal (number, tuple, None, True) when it is one, else kept as text; never evaluated as code.
+    """``["n_test=100", "train.steps=4000"]`` -> ``{"n_test": 100, "train.steps": 4000}``: each value read as a
+    Python literal (number, tuple, None, True) when it is one, else kept as text; never evaluated as code. A key is
+    a name, or for ``--set`` a dotted name (a setting of a nested settings object, :func:`pfbook.config.apply_overrides`).
     ``option`` names the command-line option in the error for a malformed item."""
     import ast
 
@@ -167,9 +168,11 @@ def parse_settings(items: Sequence[str] | None, option: str = "--set") -> dict:
     for item in items or []:
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or not key.isidentifier():
-            example = "--set n_test=100" if option == "--set" else f"{option} pmu_case=npcc"
-            raise ValueError(f"{option} takes KEY=VALUE with KEY a name, e.g. {example}; got {item!r}")
+        dotted = option == "--set"
+        if not sep or not all(part.isidentifier() for part in (key.split(".") if dotted else [key])):
+            example = "--set n_test=100 or --set train.steps=4000" if dotted else f"{option} pmu_case=npcc"
+            what = "a name or a dotted name" if dotted else "a name"
+            raise ValueError(f"{option} takes KEY=VALUE with KEY {what}, e.g. {example}; got {item!r}")
         try:
             val = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
@@ -306,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory upward, else the source tree pfbook is installed from)")
     p.add_argument("--set", action="append", default=None, metavar="KEY=VALUE",
                    help="change one setting of the profile in the method chapters (04-07), e.g. "
-                        "--set n_test=100 --set n_draw=250; repeatable; the chapter names its settings")
+                        "--set n_test=100 --set train.steps=4000 (a training setting is train.NAME); "
+                        "repeatable; the chapter names its settings")
     p.add_argument("--param", action="append", default=None, metavar="NAME=VALUE",
                    help="set another parameter of the chapters' papermill parameters cell, e.g. "
                         "--param pmu_case=npcc; the value is read as a Python literal, else kept as text; "

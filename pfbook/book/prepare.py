@@ -30,7 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pfbook.config import PROFILES, check_profile, data_dir as default_data_dir
+from pfbook.config import PROFILES, ChapterConfig, check_profile, data_dir as default_data_dir
+
+
+@dataclass(frozen=True)
+class OPFDataConfig(ChapterConfig):
+    """The AC-OPF dataset of the "Power flow and AC-OPF data" chapter."""
+
+    PROFILES = {"ci": {"n_samples": 60}, "default": {}, "paper": {"n_samples": 5000}}
+
+    grid: str = "case5"
+    n_samples: int = 1000                    # converged AC-OPF solves to keep
+    load_range: tuple[float, float] = (0.8, 1.0)   # per-load scaling of nominal (P, Q), power factor kept
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,14 +142,13 @@ def _opf(cfg, data_dir: Path, progress: bool):
 
 @dataset("opf-case5", "AC-OPF solutions of case5 for the chapter 'Power flow and AC-OPF data' and the primer")
 def _opf_case5(profile: str, data_dir: Path, progress: bool):
-    from pfbook.config import OPFDataConfig
-
     return _opf(OPFDataConfig.for_profile(profile, grid="case5"), data_dir, progress)
 
 
 @dataset("scada-case30", "SCADA measurements of case30 driven by simbench profiles, for 'Measurement data'")
 def _scada_case30(profile: str, data_dir: Path, progress: bool):
-    from pfbook.power.measurements import SCADA_DAYS, scada_dataset     # imported here: keeps the command line fast
+    from pfbook.methods.tsdm.config import SCADA_DAYS     # imported here: keeps the command line fast
+    from pfbook.power.measurements import scada_dataset
 
     start_day, n_days = SCADA_DAYS[profile]
     return scada_dataset("case30", start_day=start_day, n_days=n_days, seed=0, out_dir=data_dir, progress=progress)
@@ -152,7 +163,8 @@ def _opf_constrained(profile: str, data_dir: Path, progress: bool):
 
 @dataset("pmu-ieee39", "ANDES PMU records of IEEE 39-bus events, for 'Measurement data'")
 def _pmu_ieee39(profile: str, data_dir: Path, progress: bool):
-    from pfbook.power.pmu import PMU_EVENTS, pmu_dataset     # imported here: keeps the command line fast
+    from pfbook.methods.tsdm.config import PMU_EVENTS     # imported here: keeps the command line fast
+    from pfbook.power.pmu import pmu_dataset
 
     n_events, t_end = PMU_EVENTS[profile]
     return pmu_dataset("ieee39", n_events, t_end=t_end, seed=0, out_dir=data_dir, progress=progress)

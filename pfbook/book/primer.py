@@ -9,17 +9,17 @@ in per unit, computed from de-normalised samples.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pfbook.config import check_profile
-from pfbook.diffusion import DiffusionModel, Normaliser, Sampler, Schedule, TrainConfig
-from pfbook.evaluation.distances import mmd_rbf
+from pfbook.config import ChapterConfig
+from pfbook.diffusion import DiffusionModel, Normaliser, Sampler, Schedule, TrainConfig, denormalised
+from pfbook.diffusion.traces import forward_trace, reverse_trace
+from pfbook.evaluation.distances import mean_w1_over_sigma, mmd_rbf
 from pfbook.power.grids import Grid
 from pfbook.methods.constrained.records import (FEATURES, RecordData, imbalance_residual, load_data, max_mismatch,  # noqa: F401
                       mismatch, mismatch_constraint, split_features)
@@ -30,8 +30,17 @@ PrimerData = RecordData
 
 
 @dataclass(frozen=True)
-class PrimerConfig:
+class PrimerConfig(ChapterConfig):
     """Settings of the primer chapter (one per profile; ``for_profile`` builds them)."""
+
+    PROFILES = {
+        "ci": {"n_samples": 200, "width": 128, "depth": 3, "n_generate": 400, "ddim_steps": (10, 50, 200),
+               "train": {"steps": 1200, "batch_size": 128, "lr": 2e-3, "lr_decay_every": 400, "ema_decay": 0.99}},
+        "default": {},
+        "paper": {"n_samples": 5000, "width": 500, "depth": 6, "n_generate": 5000,
+                  "ddim_steps": (10, 20, 50, 100, 250, 500),
+                  "train": {"steps": 150_000, "lr": 1e-4, "lr_decay_every": 15_000, "ema_decay": 0.9999}},
+    }
 
     grid: str = "case5"
     n_samples: int = 1000                        # AC-OPF records (loads x U(load_range), as in seed 000)
@@ -40,69 +49,45 @@ class PrimerConfig:
     T: int = 1000                                # diffusion steps, linear β 1e-4 -> 0.02 (seed 000)
     width: int = 256                             # MLP width (seed 000: 500)
     depth: int = 4                               # hidden layers (seed 000: 6)
-    steps: int = 6000                            # optimiser steps
-    batch_size: int = 500
-    lr: float = 1e-3
-    lr_decay_every: int = 1500                   # steps between learning-rate decays (x lr_decay)
-    lr_decay: float = 0.6                        # γ of seed 000
-    ema_decay: float | None = 0.999
+    # 6000 optimiser steps of 500 records, lr 1e-3 x γ = 0.6 (Hoseinpour & Dvorkin) every 1500 steps, EMA 0.999
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=6000, batch_size=500, lr=1e-3, lr_decay_every=1500, lr_decay=0.6, ema_decay=0.999))
     n_generate: int = 2000                       # samples drawn per sampler
     ddim_steps: tuple[int, ...] = (10, 20, 50, 100, 250)
     guidance_scale: float = 1.0                  # λ of the gradient guidance (model space; R in p.u.²)
     seed: int = 0
     device: str = "cpu"
 
-    @classmethod
-    def for_profile(cls, profile: str, grid: str = "case5", seed: int = 0, device: str = "cpu") -> "PrimerConfig":
-        base = replace(cls(), grid=grid, seed=seed, device=device)
-        return {
-            "ci": replace(base, n_samples=200, width=128, depth=3, steps=1200, batch_size=128, lr=2e-3,
-                          lr_decay_every=400, ema_decay=0.99, n_generate=400, ddim_steps=(10, 50, 200)),
-            "default": base,
-            "paper": replace(base, n_samples=5000, width=500, depth=6, steps=150_000, lr=1e-4,
-                             lr_decay_every=15_000, ema_decay=0.9999, n_generate=5000,
-                             ddim_steps=(10, 20, 50, 100, 250, 500)),
-        }[check_profile(profile)]
-
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_settings(self)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        return self.train
 
 
 # ---------------------------------------------------------------------------------------- data
 # ---------------------------------------------------------------------------------------- the chapter's tables
 def forward_imbalance(grid: Grid, x: np.ndarray, normaliser: Normaliser, schedule: Schedule,
                       timesteps: Sequence[int], seed: int = 0) -> pd.DataFrame:
-    """Mean nodal mismatch magnitude (p.u.) of real records noised to each t, de-normalised (seed 003, Fig. 1)."""
-    g = torch.Generator().manual_seed(seed)
+    """Mean nodal mismatch magnitude (p.u.) of real records noised to each t, de-normalised (Wang et al., Fig. 1)."""
     z = normaliser(torch.as_tensor(x, dtype=torch.float64))
-    rows = []
-    for t in timesteps:
-        xt = normaliser.inverse(schedule.q_sample(z, int(t), generator=g))
-        dp, dq = mismatch(grid, xt)
-        rows.append({"t": int(t), "alpha_bar": float(schedule.alpha_bar[int(t)]),
-                     "mean |S| (p.u.)": float(torch.sqrt(dp ** 2 + dq ** 2).mean())})
-    return pd.DataFrame(rows)
+    S = mismatch_magnitude(grid, normaliser)
+    trace = forward_trace(schedule, z, lambda x_t, t: S(x_t), timesteps, seed=seed)
+    return pd.DataFrame({"t": [int(t) for t in timesteps],
+                         "alpha_bar": [float(schedule.alpha_bar[int(t)]) for t in timesteps],
+                         "mean |S| (p.u.)": trace})
 
 
-def mean_w1(x: np.ndarray, reference: np.ndarray) -> float:
-    """Per-feature 1-Wasserstein distance to ``reference``, in units of the reference's std, averaged.
+def mismatch_magnitude(grid: Grid, normaliser: Normaliser):
+    """|S_b| = sqrt(ΔP_b² + ΔQ_b²) per bus (p.u., float64) of model-space records, de-normalised first."""
+    def magnitude(x: torch.Tensor) -> torch.Tensor:
+        dp, dq = mismatch(grid, x)
+        return torch.sqrt(dp ** 2 + dq ** 2)
 
-    Features that are constant in the reference (a reference-bus angle) are left out.
-    """
-    from scipy.stats import wasserstein_distance
-
-    std = reference.std(0)
-    keep = std > 1e-9 * np.maximum(1.0, np.abs(reference).max(0))
-    return float(np.mean([wasserstein_distance(x[:, j], reference[:, j]) / std[j] for j in np.flatnonzero(keep)]))
+    return denormalised(magnitude, normaliser, dtype=torch.float64)
 
 
 def judge(x: np.ndarray, reference: np.ndarray, normaliser: Normaliser, grid: Grid) -> dict:
     """Distribution distances to ``reference`` and the physics residual of samples ``x`` (physical units)."""
     worst = max_mismatch(grid, x)
-    return {"W1/σ": mean_w1(x, reference),
+    return {"W1/σ": mean_w1_over_sigma(x, reference),
             "MMD²": mmd_rbf(normaliser(torch.as_tensor(x)), normaliser(torch.as_tensor(reference)), max_n=2000),
             "median max|ΔS| (p.u.)": float(np.median(worst)), "p90 max|ΔS| (p.u.)": float(np.quantile(worst, 0.9))}
 
@@ -117,10 +102,7 @@ def compare_samplers(dm: DiffusionModel, samplers: Mapping[str, Sampler], refere
     """
     rows, out = [], {}
     for name, sampler in samplers.items():
-        gen = torch.Generator(device=dm.device).manual_seed(seed)
-        t0 = time.perf_counter()
-        y = dm.sample(n, sampler, guidance=guidance, generator=gen).double().cpu().numpy()
-        seconds = time.perf_counter() - t0
+        y, seconds = dm.draw(n, sampler, guidance=guidance, seed=seed)
         rows.append({"sampler": name, "network calls": sampler.n_steps, "seconds": seconds,
                      **judge(y, reference, dm.normaliser, grid)})
         out[name] = y
@@ -130,15 +112,9 @@ def compare_samplers(dm: DiffusionModel, samplers: Mapping[str, Sampler], refere
 def residual_trajectory(dm: DiffusionModel, sampler: Sampler, grid: Grid, n: int, guidance=None,
                         seed: int = 0) -> pd.DataFrame:
     """Mean nodal mismatch |S| (p.u.) of the (guided) x̂_0 at every reverse step, for one batch of ``n``."""
-    rows = []
-
-    def record(state, x_prev):
-        dp, dq = mismatch(grid, dm.normaliser.inverse(state.x0.double()))
-        rows.append({"t": state.t, "mean |S| of x̂0 (p.u.)": float(torch.sqrt(dp ** 2 + dq ** 2).mean())})
-
-    gen = torch.Generator(device=dm.device).manual_seed(seed)
-    dm.sample(n, sampler, guidance=guidance, generator=gen, callback=record)
-    return pd.DataFrame(rows)
+    _, ts, trace = reverse_trace(dm, sampler, n, mismatch_magnitude(grid, dm.normaliser), on="x0", guidance=guidance,
+                                 seed=seed)
+    return pd.DataFrame({"t": ts, "mean |S| of x̂0 (p.u.)": trace})
 
 
 def plot_marginals(arrays: Mapping[str, np.ndarray], columns: Sequence[str], which: Sequence[int],

@@ -9,6 +9,7 @@ It sees tensors and callables only, never grids or power flows (those are compos
 * :mod:`~pfbook.diffusion.training` -- Algorithm 1 with an extra-loss hook, EMA, checkpoints, resume;
 * :mod:`~pfbook.diffusion.samplers` -- DDPM, DDIM on subsequences, DDIM with TSDM's optimal variance;
 * :mod:`~pfbook.diffusion.guidance` -- edits of (ε̂, x̂_0) between the model call and the step;
+* :mod:`~pfbook.diffusion.traces` -- a caller's statistic recorded along the forward or the reverse process;
 * :mod:`~pfbook.diffusion.toy` -- known-answer targets (the distances that judge samples are in :mod:`pfbook.evaluation`).
 """
 from pfbook.diffusion.denoisers import ConvUNetDenoiser, Denoiser, MLPDenoiser, UNetMLPDenoiser, build_denoiser, timestep_embedding
@@ -20,6 +21,7 @@ from pfbook.diffusion.samplers import (DDIMSampler, DDPMSampler, OptimalVariance
 from pfbook.diffusion.schedules import LearnedSchedule, Schedule, cosine_alpha_bar, fit_schedule, linear_betas, make_schedule
 from pfbook.diffusion.training import (DiffusionModel, Layout, LossContext, TrainConfig, Trainer, load_checkpoint, resolve_device,
                        save_checkpoint, train)
+from pfbook.diffusion.traces import forward_trace, reverse_trace
 
 __all__ = [
     "Schedule", "LearnedSchedule", "linear_betas", "cosine_alpha_bar", "make_schedule", "fit_schedule",
@@ -31,4 +33,5 @@ __all__ = [
     "make_sampler", "predict",
     "Guidance", "GuidanceState", "Compose", "GradientGuidance", "ProjectionGuidance", "ObservationGuidance", "ReplacementGuidance",
     "NoiseCorrectionGuidance", "ClampGuidance", "denormalised", "ramp",
+    "forward_trace", "reverse_trace",
 ]

@@ -90,20 +90,35 @@ class Compose(Guidance):
         return f"Compose({', '.join(map(repr, self.guidances))})"
 
 
-def denormalised(fn: Callable[[torch.Tensor], torch.Tensor], normaliser) -> Callable[[torch.Tensor], torch.Tensor]:
+def denormalised(fn: Callable[[torch.Tensor], torch.Tensor], normaliser,
+                 dtype: torch.dtype | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """``z -> fn(normaliser.inverse(z))``: a residual in physical units, callable on model-space tensors.
 
     Gradients flow through the (affine) inverse, so :class:`GradientGuidance` steps in model space on a
-    residual computed in physical units (per unit, radians).
+    residual computed in physical units (per unit, radians). With ``dtype`` (e.g. ``torch.float64``) ``z`` is
+    cast first, so the de-normalisation and the residual run in that precision and gradients flow back to the
+    model's own.
     """
     def residual(z: torch.Tensor) -> torch.Tensor:
-        return fn(normaliser.inverse(z))
+        return fn(normaliser.inverse(z if dtype is None else z.to(dtype)))
 
     return residual
 
 
 def _scale_at(scale, t: int, T: int) -> float:
     return float(scale(t, T)) if callable(scale) else float(scale)
+
+
+def _corrected(state: GuidanceState, scale, inner_steps: int,
+               step: Callable[[float, torch.Tensor], torch.Tensor]) -> GuidanceState:
+    """``state`` with x̂_0 moved ``inner_steps`` times by x̂_0 <- x̂_0 - step(λ_t, x̂_0); unchanged where λ_t = 0."""
+    lam = _scale_at(scale, state.t, state.schedule.T)
+    if lam == 0.0:
+        return state
+    x0 = state.x0
+    for _ in range(inner_steps):
+        x0 = x0 - step(lam, x0)
+    return state.with_x0(x0)
 
 
 def ramp(lam_max: float, power: float = 1.0, lam_min: float = 0.0) -> Callable[[int, int], float]:
@@ -146,18 +161,16 @@ class GradientGuidance(Guidance):
             (g,) = torch.autograd.grad(r.sum(), z)
         return g
 
+    def _capped_step(self, lam: float, x0: torch.Tensor) -> torch.Tensor:
+        """λ ∇R(x̂_0), its norm per sample capped at ``max_step``."""
+        step = lam * self.gradient(x0)
+        if self.max_step is not None:
+            norm = step.flatten(1).norm(dim=1).clamp(min=1e-30)
+            step = step * (self.max_step / norm).clamp(max=1.0).reshape(-1, *[1] * (step.dim() - 1))
+        return step
+
     def __call__(self, state: GuidanceState) -> GuidanceState:
-        lam = _scale_at(self.scale, state.t, state.schedule.T)
-        if lam == 0.0:
-            return state
-        x0 = state.x0
-        for _ in range(self.inner_steps):
-            step = lam * self.gradient(x0)
-            if self.max_step is not None:
-                norm = step.flatten(1).norm(dim=1).clamp(min=1e-30)
-                step = step * (self.max_step / norm).clamp(max=1.0).reshape(-1, *[1] * (step.dim() - 1))
-            x0 = x0 - step
-        return state.with_x0(x0)
+        return _corrected(state, self.scale, self.inner_steps, self._capped_step)
 
     def __repr__(self) -> str:
         return f"GradientGuidance(scale={self.scale!r}, max_step={self.max_step})"
@@ -198,13 +211,7 @@ class ProjectionGuidance(Guidance):
         return (J.transpose(1, 2) @ w).squeeze(-1).to(x0.dtype).reshape(x0.shape)
 
     def __call__(self, state: GuidanceState) -> GuidanceState:
-        lam = _scale_at(self.scale, state.t, state.schedule.T)
-        if lam == 0.0:
-            return state
-        x0 = state.x0
-        for _ in range(self.inner_steps):
-            x0 = x0 - lam * self.correction(x0)
-        return state.with_x0(x0)
+        return _corrected(state, self.scale, self.inner_steps, lambda lam, x0: lam * self.correction(x0))
 
     def __repr__(self) -> str:
         return f"ProjectionGuidance(scale={self.scale!r}, damping={self.damping:g})"

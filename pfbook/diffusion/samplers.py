@@ -303,10 +303,25 @@ class DDIMSampler(Sampler):
         return f"DDIMSampler(T={self.schedule.T}, steps={self.n_steps}, eta={self.eta}{ov})"
 
 
-def make_sampler(name: str, schedule: Schedule, **kwargs) -> Sampler:
-    """``"ddpm"`` or ``"ddim"`` (kwargs as the classes take)."""
-    if name == "ddpm":
+def make_sampler(spec: str, schedule: Schedule, **kwargs) -> Sampler:
+    """The sampler a spec names, on ``schedule``: the one reading of the chapters' sampler settings.
+
+    ``"DDPM"`` -- ancestral sampling through all T steps (:class:`DDPMSampler`); ``"DDIM <steps>"``, e.g.
+    ``"DDIM 50"`` -- DDIM on ``steps`` evenly spaced timesteps (:class:`DDIMSampler`, η = 0 unless ``eta`` is
+    given). Case does not matter; a bare ``"ddim"`` takes its steps from ``kwargs`` (all T by default). Other
+    ``kwargs`` go to the class (``variance``, ``eta``, ``spacing``, ``optimal_variance``).
+    """
+    words = str(spec).split()
+    name = words[0].lower() if words else ""
+    if name == "ddpm" and len(words) == 1:
         return DDPMSampler(schedule, **kwargs)
-    if name == "ddim":
+    if name == "ddim" and len(words) <= 2:
+        if len(words) == 2:
+            if "steps" in kwargs:
+                raise ValueError(f"sampler {spec!r} names its steps; do not also pass steps={kwargs['steps']!r}")
+            try:
+                kwargs["steps"] = int(words[1])
+            except ValueError:
+                raise ValueError(f"sampler {spec!r}: the DDIM steps must be a whole number, e.g. 'DDIM 50'") from None
         return DDIMSampler(schedule, **kwargs)
-    raise ValueError(f"unknown sampler {name!r}; choose 'ddpm' or 'ddim'")
+    raise ValueError(f"unknown sampler {spec!r}; use 'DDPM' or 'DDIM <steps>' (e.g. 'DDIM 50')")

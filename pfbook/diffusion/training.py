@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -235,6 +236,19 @@ class DiffusionModel:
         z = sampler.sample(self.model, shape, guidance=guidance, generator=generator, cond=cond,
                            progress=progress, device=self.device, **kwargs)
         return self.normaliser.inverse(z) if denormalise else z
+
+    def draw(self, n: int, sampler: Sampler | None = None, *, seed: int = 0, generator: torch.Generator | None = None,
+             guidance=None, **kwargs) -> tuple[np.ndarray, float]:
+        """``n`` samples in physical units as float64 NumPy, and the seconds drawing them took.
+
+        The draw is reproducible: it uses a generator on the model's device seeded with ``seed`` (or the given
+        ``generator``, to continue one stream over several draws). DDPM unless a sampler is given; other keywords
+        as :meth:`sample` (``cond``, ``callback``, ``resample``, ...).
+        """
+        gen = generator if generator is not None else torch.Generator(device=self.device).manual_seed(int(seed))
+        t0 = time.perf_counter()
+        x = self.sample(n, sampler, guidance=guidance, generator=gen, **kwargs).double().cpu().numpy()
+        return x, time.perf_counter() - t0
 
     def estimate_optimal_variance(self, data: torch.Tensor, timesteps: Sequence[int] | None = None,
                                   n_samples: int | None = None, normalised: bool = False, seed: int = 0,

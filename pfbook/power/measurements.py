@@ -64,9 +64,6 @@ DEFAULT_LOAD_PROFILES = ("hv_mixed1", "hv_urban", "mv_rural", "mv_semiurb", "mv_
 DEFAULT_PV_PROFILES = tuple(f"PV{i}" for i in range(1, 9))
 DEFAULT_WIND_PROFILES = tuple(f"WP{i}" for i in range(1, 13))
 FORMAT = 1
-# (start day, number of days) of the SCADA data each profile uses: ci a summer week, default the
-# first quarter, paper the whole year of simbench's profiles
-SCADA_DAYS: dict[str, tuple[int, int]] = {"ci": (154, 7), "default": (0, 91), "paper": (0, 366)}
 
 
 class ProfileError(DatasetError):

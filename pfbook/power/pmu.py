@@ -47,8 +47,6 @@ PMU_CASES: dict[str, dict[str, Any]] = {
 }
 EVENT_KINDS = ("fault", "line_trip", "gen_trip", "load_change")
 FORMAT = 1
-#: (number of events, seconds simulated) per profile
-PMU_EVENTS: dict[str, tuple[int, float]] = {"ci": (4, 5.0), "default": (160, 10.0), "paper": (400, 10.0)}
 
 
 class CaseError(DatasetError):

@@ -14,14 +14,11 @@ from pfbook.methods.constrained.method import (  # noqa: F401
     lambda_schedule,
     curvature,
     guidance,
-    sampler,
-    draw,
     make_guidance,
     sweep,
 )
 from pfbook.methods.constrained.metrics import (  # noqa: F401
     within_limits,
-    VARYING_STD,
     feature_w1,
     w1_standard_error,
     bus_mismatch,

@@ -1,23 +1,31 @@
 """Settings of the constrained-diffusion chapter (Hoseinpour & Dvorkin's appendix), per profile."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 
-
-from pfbook.config import check_profile
-from pfbook.diffusion import (Schedule, TrainConfig)
-
+from pfbook.config import ChapterConfig
+from pfbook.diffusion import Schedule, TrainConfig
 
 
 @dataclass(frozen=True)
-class ConstrainedConfig:
+class ConstrainedConfig(ChapterConfig):
     """Settings of the constrained-diffusion chapter; :meth:`for_profile` builds one per profile.
 
-    Training length is counted the paper's way, in epochs of ``batches_per_epoch`` batches: the paper's 5000
-    records in batches of 500 make 10 batches an epoch, so its 15000 epochs are 150 000 optimiser steps and
-    its "lr x 0.6 every 1500 steps" is read as every 1500 *epochs* (15 000 optimiser steps), the reading under
-    which the decay happens ten times in a run rather than a hundred (0.6^100 would stop training early).
+    The paper counts training in epochs of ``batches_per_epoch`` batches: its 5000 records in batches of 500 make
+    10 batches an epoch, so its 15000 epochs are 150 000 optimiser steps (``train.steps``) and its "lr x 0.6 every
+    1500 steps" is read as every 1500 *epochs* (``train.lr_decay_every`` = 15 000 optimiser steps), the reading
+    under which the decay happens ten times in a run rather than a hundred (0.6^100 would stop training early).
+    :attr:`epochs` gives the length back in the paper's unit.
     """
+
+    PROFILES = {
+        "ci": {"n_samples": 200, "width": 128, "depth": 3, "n_generate": 300, "main_sampler": "DDIM 50",
+               "guidance_inner_steps": 10, "sweep_scales": (0.0, 0.5, 1.5), "sweep_samplers": ("DDIM 50",),
+               "train": {"steps": 1200, "lr": 2e-3, "batch_size": 128, "lr_decay_every": 400, "ema_decay": 0.99}},
+        "default": {},
+        "paper": {"width": 500, "depth": 6, "n_generate": 5000, "sweep_samplers": ("DDPM", "DDIM 100", "DDIM 50"),
+                  "train": {"steps": 150_000, "lr": 1e-4, "lr_decay_every": 15_000, "ema_decay": None}},
+    }
 
     grid: str = "case5"
     n_samples: int = 5000                        # AC-OPF records
@@ -29,13 +37,11 @@ class ConstrainedConfig:
     width: int = 256                             # MLP width (paper: 500)
     depth: int = 4                               # hidden layers (paper: 6)
     prediction: str = "epsilon_skip"             # ε̂ = sqrt(1-ᾱ_t) x_t + MLP (see the notes); "epsilon": the plain MLP
-    epochs: int = 600                            # paper: 15000
-    batches_per_epoch: int = 10                  # 5000 records / batch 500
-    batch_size: int = 500
-    lr: float = 1e-3                             # paper: 1e-4 (Adam)
-    lr_decay_every_epochs: int = 150             # paper: 1500
-    lr_decay: float = 0.6
-    ema_decay: float | None = 0.999              # paper: none
+    # 600 epochs of 10 batches (paper: 15 000), lr 1e-3 (paper: 1e-4, Adam) x 0.6 every 150 epochs (paper: 1500),
+    # EMA 0.999 (paper: none)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=6000, batch_size=500, lr=1e-3, lr_decay_every=1500, lr_decay=0.6, ema_decay=0.999))
+    batches_per_epoch: int = 10                  # 5000 records / batch 500: the paper's epoch
     n_generate: int = 2000                       # samples drawn per variant
     main_sampler: str = "DDPM"                   # the sampler of the main comparison ("DDPM" or "DDIM <steps>")
     guidance_scale: float = 1.5                  # c_max: λ_t = c_t / L, L the curvature of R_H (stable for c < 2)
@@ -49,32 +55,25 @@ class ConstrainedConfig:
     seed: int = 0
     device: str = "cpu"
 
-    @classmethod
-    def for_profile(cls, profile: str, grid: str = "case5", seed: int = 0,
-                    device: str = "cpu") -> "ConstrainedConfig":
-        base = replace(cls(), grid=grid, seed=seed, device=device)
-        return {
-            "ci": replace(base, n_samples=200, width=128, depth=3, epochs=120, lr=2e-3, batch_size=128,
-                          lr_decay_every_epochs=40, ema_decay=0.99, n_generate=300, main_sampler="DDIM 50",
-                          guidance_inner_steps=10,
-                          sweep_scales=(0.0, 0.5, 1.5), sweep_samplers=("DDIM 50",)),
-            "default": base,
-            "paper": replace(base, width=500, depth=6, epochs=15_000, lr=1e-4, lr_decay_every_epochs=1500,
-                             ema_decay=None, n_generate=5000, sweep_samplers=("DDPM", "DDIM 100", "DDIM 50")),
-        }[check_profile(profile)]
-
     @property
-    def steps(self) -> int:
-        """Optimiser steps: epochs x batches per epoch."""
-        return self.epochs * self.batches_per_epoch
+    def epochs(self) -> "int | float":
+        """Training length in the paper's epochs of ``batches_per_epoch`` batches."""
+        whole, part = divmod(self.train.steps, self.batches_per_epoch)
+        return whole if part == 0 else self.train.steps / self.batches_per_epoch
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-                           lr_decay_every=self.lr_decay_every_epochs * self.batches_per_epoch,
-                           lr_decay=self.lr_decay, ema_decay=self.ema_decay, seed=self.seed, device=self.device)
+        return self.train
+
+    @classmethod
+    def from_dict(cls, d) -> "ConstrainedConfig":
+        """As :meth:`ChapterConfig.from_dict`; the older flat layout counted training in epochs."""
+        d = dict(d)
+        if "train" not in d and "epochs" in d:
+            per = d.get("batches_per_epoch", cls.batches_per_epoch)
+            d["steps"] = d.pop("epochs") * per
+            if d.get("lr_decay_every_epochs") is not None:
+                d["lr_decay_every"] = d.pop("lr_decay_every_epochs") * per
+        return super().from_dict(d)
 
     def schedule(self) -> Schedule:
         return Schedule.linear(self.T, self.beta_start, self.beta_end)
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -19,15 +19,13 @@ units) come from :mod:`pfbook.methods.constrained.records`, the layer both chapt
 """
 from __future__ import annotations
 
-import time
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pfbook.diffusion import (DDIMSampler, DDPMSampler, DiffusionModel, GradientGuidance, MLPDenoiser, Normaliser,
-                        Sampler, Schedule, Trainer, ramp)
+from pfbook.diffusion import DiffusionModel, GradientGuidance, MLPDenoiser, Normaliser, Trainer, make_sampler, ramp
 from pfbook.power.grids import Grid
 from pfbook.methods.constrained.records import imbalance_residual, mismatch_constraint
 from pfbook.methods.constrained.config import ConstrainedConfig
@@ -87,23 +85,6 @@ def guidance(grid: Grid, normaliser: Normaliser, scale=1.0, L: float = 1.0, max_
                             inner_steps=inner_steps)
 
 
-def sampler(name: str, schedule: Schedule) -> Sampler:
-    """``"DDPM"`` (all T steps) or ``"DDIM s"`` (η = 0 on s evenly spaced steps)."""
-    if name == "DDPM":
-        return DDPMSampler(schedule)
-    if name.startswith("DDIM"):
-        return DDIMSampler(schedule, steps=int(name.split()[1]))
-    raise ValueError(f"unknown sampler {name!r}; use 'DDPM' or 'DDIM <steps>'")
-
-
-def draw(dm: DiffusionModel, n: int, sampler_: Sampler, guide=None, seed: int = 0) -> tuple[np.ndarray, float]:
-    """``n`` samples in physical units (float64 NumPy) and the seconds they took."""
-    gen = torch.Generator(device=dm.device).manual_seed(seed)
-    t0 = time.perf_counter()
-    x = dm.sample(n, sampler_, guidance=guide, generator=gen).double().cpu().numpy()
-    return x, time.perf_counter() - t0
-
-
 def make_guidance(cfg: ConstrainedConfig, grid: Grid, normaliser: Normaliser, L: float,
                   scale: float | None = None) -> GradientGuidance | None:
     """:func:`guidance` with the chapter's settings (``scale`` replaces c_max of ``cfg``)."""
@@ -121,11 +102,11 @@ def sweep(cfg: ConstrainedConfig, dm: DiffusionModel, grid: Grid, L: float, refe
     done = dict(done or {})
     rows = []
     for sname in samplers or cfg.sweep_samplers:
-        smp = sampler(sname, cfg.schedule())
+        smp = make_sampler(sname, cfg.schedule())
         for c in scales if scales is not None else cfg.sweep_scales:
             if (sname, c) not in done:
-                done[(sname, c)] = draw(dm, cfg.n_generate, smp, make_guidance(cfg, grid, dm.normaliser, L, c),
-                                        seed=cfg.seed)
+                done[(sname, c)] = dm.draw(cfg.n_generate, smp, guidance=make_guidance(cfg, grid, dm.normaliser, L, c),
+                                           seed=cfg.seed)
             x, sec = done[(sname, c)]
             row = evaluate(grid, {"x": x}, reference, seconds={"x": sec}, load_range=cfg.load_range)
             rows.append(row.assign(sampler=sname, c=c, **{"network calls": smp.n_steps}))

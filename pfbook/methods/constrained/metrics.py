@@ -6,6 +6,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from pfbook.evaluation.distances import mean_w1_over_sigma, sliced_wasserstein, standardise, w1_over_sigma
 from pfbook.power.grids import Grid
 from pfbook.methods.constrained.records import mismatch, split_features
 
@@ -34,25 +35,11 @@ def within_limits(grid: Grid, x: np.ndarray, load_range: tuple[float, float] = (
     return ok
 
 
-#: features whose real standard deviation is below this (p.u. or rad) sit at a limit or are fixed (the reference
-#: angle); distribution distances in units of that deviation would measure nothing but rounding, so they are left
-#: out of W1/σ and the sliced distance (their errors show in the limits and mismatch columns)
-VARYING_STD = 1e-4
-
-
-def _varying(reference: np.ndarray) -> np.ndarray:
-    return reference.std(0) > VARYING_STD
-
-
 def feature_w1(samples: Mapping[str, np.ndarray], reference: np.ndarray,
                columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """1-Wasserstein distance of every feature to ``reference`` in units of its std (NaN: not varying, see VARYING_STD)."""
-    from scipy.stats import wasserstein_distance
-
-    keep = _varying(reference)
-    std = reference.std(0)
-    rows = {name: [wasserstein_distance(x[:, j], reference[:, j]) / std[j] if keep[j] else np.nan
-                   for j in range(reference.shape[1])] for name, x in samples.items()}
+    """W1/σ of every feature to ``reference``, one column per set of samples (NaN: a constant feature, see
+    :func:`pfbook.evaluation.distances.varying_features`)."""
+    rows = {name: w1_over_sigma(x, reference) for name, x in samples.items()}
     return pd.DataFrame(rows, index=list(columns) if columns is not None else None)
 
 
@@ -63,7 +50,7 @@ def w1_standard_error(x: np.ndarray, reference: np.ndarray, n_boot: int = 20, se
     values = []
     for _ in range(n_boot):
         xb, rb = x[rng.integers(0, len(x), len(x))], reference[rng.integers(0, len(reference), len(reference))]
-        values.append(np.nanmean(feature_w1({"x": xb}, rb)["x"]))
+        values.append(mean_w1_over_sigma(xb, rb))
     return float(np.std(values, ddof=1))
 
 
@@ -76,15 +63,6 @@ def bus_mismatch(grid: Grid, samples: Mapping[str, np.ndarray]) -> pd.DataFrame:
                                   "mean |ΔQ|": dq.mean(0), "p99 |ΔQ|": np.quantile(dq, 0.99, axis=0)},
                                  index=pd.Index(grid.bus_ids, name="bus"))
     return pd.concat(out, axis=1, names=["samples", "statistic"])
-
-
-def _sliced_w(x: np.ndarray, reference: np.ndarray, seed: int = 0) -> float:
-    from pfbook.evaluation.distances import sliced_wasserstein
-
-    keep, std = _varying(reference), reference.std(0)
-    mu = reference.mean(0)
-    return sliced_wasserstein((x[:, keep] - mu[keep]) / std[keep], (reference[:, keep] - mu[keep]) / std[keep],
-                              seed=seed)
 
 
 def evaluate(grid: Grid, samples: Mapping[str, np.ndarray], reference: np.ndarray, train: np.ndarray | None = None,
@@ -104,7 +82,8 @@ def evaluate(grid: Grid, samples: Mapping[str, np.ndarray], reference: np.ndarra
     for name, x in sets.items():
         dp, dq = (a.abs().numpy() for a in mismatch(grid, x))
         worst = np.maximum(dp.max(1), dq.max(1))
-        rows[name] = {"W1/σ": float(np.nanmean(feature_w1({"x": x}, reference)["x"])), "sliced W/σ": _sliced_w(x, reference),
+        rows[name] = {"W1/σ": mean_w1_over_sigma(x, reference),
+                      "sliced W/σ": sliced_wasserstein(*standardise(x, reference)),
                       "mean |ΔP|": dp.mean(), "p99 |ΔP|": np.quantile(dp, 0.99),
                       "mean |ΔQ|": dq.mean(), "p99 |ΔQ|": np.quantile(dq, 0.99),
                       f"share max|ΔS|<{tol:g}": float((worst < tol).mean()),

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pfbook.config import data_dir
-from pfbook.diffusion import Layout, Normaliser
+from pfbook.diffusion import Layout, Normaliser, denormalised
 from pfbook.power.grids import Grid, load_grid
 from pfbook.power.physics import grid_tensors, nodal_mismatch
 
@@ -75,11 +75,11 @@ def imbalance_residual(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = 
     """
     gt = grid_tensors(grid, device, dtype)
 
-    def residual(z: torch.Tensor) -> torch.Tensor:
-        dp, dq = nodal_mismatch(gt, *split_features(normaliser.inverse(z.to(dtype)), grid.n_bus))
+    def residual(x: torch.Tensor) -> torch.Tensor:
+        dp, dq = nodal_mismatch(gt, *split_features(x, grid.n_bus))
         return (dp * dp + dq * dq).sum(-1)
 
-    return residual
+    return denormalised(residual, normaliser, dtype=dtype)
 
 
 def mismatch_constraint(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64,
@@ -87,8 +87,8 @@ def mismatch_constraint(grid: Grid, normaliser: Normaliser, dtype: torch.dtype =
     """H(x̂_0) = (ΔP, ΔQ) per bus (p.u.), shape (B, 2 n_bus), of model-space x̂_0: the constraints H = 0."""
     gt = grid_tensors(grid, device, dtype)
 
-    def constraint(z: torch.Tensor) -> torch.Tensor:
-        dp, dq = nodal_mismatch(gt, *split_features(normaliser.inverse(z.to(dtype)), grid.n_bus))
+    def constraint(x: torch.Tensor) -> torch.Tensor:
+        dp, dq = nodal_mismatch(gt, *split_features(x, grid.n_bus))
         return torch.cat([dp, dq], dim=-1)
 
-    return constraint
+    return denormalised(constraint, normaliser, dtype=dtype)

@@ -1,11 +1,10 @@
 """Settings of the DiffOPF chapter: the paper's grids, their labels, and :class:`DiffOPFConfig`."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 
-
-from pfbook.config import check_profile
-from pfbook.diffusion import (DDIMSampler, DDPMSampler, Schedule, TrainConfig)
+from pfbook.config import ChapterConfig
+from pfbook.diffusion import Schedule, TrainConfig, make_sampler
 from pfbook.methods.diffopf.grids import diffopf_grid
 
 
@@ -24,8 +23,9 @@ PROFILE_GRIDS = {"ci": (), "default": (),
 LARGE_GRID = 30
 
 
-LARGE_GRID_DEFAULT = dict(n_test=10, n_draw=50, steps=4000, sweep_loads=5,
-                          step_sweep=("DDPM", "DDIM 100", "DDIM 20", "DDIM 10"), loads_per_batch=10)
+#: The ``default`` profile's changes on those grids (settings as :func:`pfbook.config.apply_overrides` reads them).
+LARGE_GRID_DEFAULT = {"n_test": 10, "n_draw": 50, "train.steps": 4000, "sweep_loads": 5,
+                      "step_sweep": ("DDPM", "DDIM 100", "DDIM 20", "DDIM 10"), "loads_per_batch": 10}
 
 
 #: The denoiser output on grids of more than :data:`LARGE_GRID` buses, in every profile: ε̂ = sqrt(1-ᾱ_t) x_t + MLP
@@ -35,8 +35,17 @@ LARGE_GRID_PREDICTION = "epsilon_skip"
 
 
 @dataclass(frozen=True)
-class DiffOPFConfig:
+class DiffOPFConfig(ChapterConfig):
     """Settings of the DiffOPF chapter; :meth:`for_profile` builds one per profile (comments: the paper's value)."""
+
+    PROFILES = {
+        "ci": {"n_samples": 200, "n_test": 8, "width": 128, "depth": 3, "n_draw": 40, "sampler": "DDIM 20",
+               "deepopf_steps": 400, "step_sweep": ("DDIM 50", "DDIM 10"), "sweep_loads": 4, "loads_per_batch": 8,
+               "train": {"steps": 600, "batch_size": 128, "lr": 2e-3, "lr_decay_every": 300, "ema_decay": 0.99}},
+        "default": {},
+        "paper": {"width": 500, "depth": 6, "sampler": "DDPM", "deepopf_steps": 20_000, "sweep_loads": 100,
+                  "train": {"steps": 150_000, "lr": 1e-4, "lr_decay_every": 15_000, "ema_decay": None}},
+    }
 
     grid: str = "case5"
     n_samples: int = 5000                        # training records (paper: 5000)
@@ -49,12 +58,9 @@ class DiffOPFConfig:
     width: int = 256                             # MLP denoiser (paper: not stated; seed 000 uses 500 x 6)
     depth: int = 4
     prediction: str = "epsilon"                  # denoiser output; grids above LARGE_GRID buses: "epsilon_skip"
-    steps: int = 8000                            # optimiser steps
-    batch_size: int = 500
-    lr: float = 1e-3
-    lr_decay_every: int = 2000
-    lr_decay: float = 0.6
-    ema_decay: float | None = 0.999
+    # 8000 optimiser steps of 500 records, lr 1e-3 x 0.6 every 2000 steps, EMA 0.999 (DeepOPF uses its batch size)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=8000, batch_size=500, lr=1e-3, lr_decay_every=2000, lr_decay=0.6, ema_decay=0.999))
     n_draw: int = 250                            # samples per load (paper: 250)
     sampler: str = "DDIM 100"                    # "DDPM" (all T steps; paper) or "DDIM <steps>"
     guidance: str = "observation"                # "observation" (Alg. 3) or "replacement" (inpainting)
@@ -72,39 +78,21 @@ class DiffOPFConfig:
     device: str = "cpu"
 
     @classmethod
-    def for_profile(cls, profile: str, grid: str = "case5", seed: int = 0, device: str = "cpu") -> "DiffOPFConfig":
-        """The settings of ``profile`` for ``grid``. In the ``default`` profile a grid of more than
-        :data:`LARGE_GRID` buses is judged on fewer loads and draws (see :data:`LARGE_GRID_DEFAULT`): its load-flow
-        solves cost about 0.04 CPU-seconds each on 118 buses (sparse backend of :mod:`pfbook.power.loadflow`), and 25 000
+    def special_cases(cls, profile: str, cfg: "DiffOPFConfig") -> dict:
+        """A grid of more than :data:`LARGE_GRID` buses gets :data:`LARGE_GRID_PREDICTION` in every profile and, in the
+        ``default`` profile, is judged on fewer loads and draws (:data:`LARGE_GRID_DEFAULT`): its load-flow solves
+        cost about 0.04 CPU-seconds each on 118 buses (sparse backend of :mod:`pfbook.power.loadflow`), and 25 000
         of them would add a quarter of an hour per grid to the book build."""
-        base = replace(cls(), grid=grid, seed=seed, device=device)
-        if diffopf_grid(grid).n_bus > LARGE_GRID:
-            base = replace(base, prediction=LARGE_GRID_PREDICTION)
-            if check_profile(profile) == "default":
-                base = replace(base, **LARGE_GRID_DEFAULT)
-        return {
-            "ci": replace(base, n_samples=200, n_test=8, width=128, depth=3, steps=600, batch_size=128,
-                          lr=2e-3, lr_decay_every=300, ema_decay=0.99, n_draw=40, sampler="DDIM 20",
-                          deepopf_steps=400, step_sweep=("DDIM 50", "DDIM 10"), sweep_loads=4, loads_per_batch=8),
-            "default": base,
-            "paper": replace(base, width=500, depth=6, steps=150_000, lr=1e-4, lr_decay_every=15_000, ema_decay=None,
-                             sampler="DDPM", deepopf_steps=20_000, sweep_loads=100),
-        }[check_profile(profile)]
+        if diffopf_grid(cfg.grid).n_bus <= LARGE_GRID:
+            return {}
+        return {"prediction": LARGE_GRID_PREDICTION, **(LARGE_GRID_DEFAULT if profile == "default" else {})}
 
     def schedule(self) -> Schedule:
         return Schedule.linear(self.T, self.beta_start, self.beta_end)
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, lr_decay_every=self.lr_decay_every,
-                           lr_decay=self.lr_decay, ema_decay=self.ema_decay, seed=self.seed, device=self.device)
+        return self.train
 
     def make_sampler(self, name: str | None = None):
-        name = name or self.sampler
-        if name == "DDPM":
-            return DDPMSampler(self.schedule())
-        if name.startswith("DDIM"):
-            return DDIMSampler(self.schedule(), steps=int(name.split()[1]))
-        raise ValueError(f"unknown sampler {name!r}; use 'DDPM' or 'DDIM <steps>'")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        """The sampler ``name`` (default: ``sampler``), "DDPM" or "DDIM <steps>", on this chapter's schedule."""
+        return make_sampler(name or self.sampler, self.schedule())

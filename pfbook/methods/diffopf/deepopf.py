@@ -33,7 +33,7 @@ class DeepOPF(torch.nn.Module):
 
 
 def train_deepopf(cfg: DiffOPFConfig, data: OPFRecords) -> tuple[DeepOPF, np.ndarray]:
-    """DeepOPF trained with MSE (Adam, minibatches of ``cfg.batch_size``); returns (model, loss per step)."""
+    """DeepOPF trained with MSE (Adam, minibatches of ``cfg.train.batch_size``); returns (model, loss per step)."""
     x, y = data.train[:, data.load_cols], data.train[:, data.gen_cols]
     xn, yn = Normaliser.standard(x), Normaliser.standard(y)
     torch.manual_seed(cfg.seed)
@@ -45,7 +45,7 @@ def train_deepopf(cfg: DiffOPFConfig, data: OPFRecords) -> tuple[DeepOPF, np.nda
     gen = torch.Generator().manual_seed(cfg.seed)
     losses = np.zeros(cfg.deepopf_steps)
     for s in range(cfg.deepopf_steps):
-        idx = torch.randint(0, len(X), (min(cfg.batch_size, len(X)),), generator=gen)
+        idx = torch.randint(0, len(X), (min(cfg.train.batch_size, len(X)),), generator=gen)
         loss = torch.nn.functional.mse_loss(net(X[idx]), Y[idx])
         opt.zero_grad()
         loss.backward()

@@ -39,7 +39,6 @@ from pfbook.methods.physics_informed.method import (  # noqa: F401
     VARIANTS,
     ABLATIONS,
     train_models,
-    draw,
     reverse_imbalance,
     last_step,
     LogitProjection,

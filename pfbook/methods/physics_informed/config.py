@@ -1,12 +1,10 @@
 """Settings of the physics-informed DDPM chapter, and the paper's published numbers it is compared with."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 
-
-from pfbook.config import check_profile
-from pfbook.diffusion import (TrainConfig)
-
+from pfbook.config import ChapterConfig
+from pfbook.diffusion import TrainConfig
 
 
 #: Table I of the paper: mean power imbalance (p.u.) of generated samples.
@@ -30,12 +28,25 @@ MODELS = ("GAN + physics", "DDPM, no physics", "DDPM + physics, original ᾱ", "
 
 
 @dataclass(frozen=True)
-class PhysicsInformedConfig:
+class PhysicsInformedConfig(ChapterConfig):
     """Settings of the physics-informed DDPM chapter; :meth:`for_profile` builds one per profile.
 
     ``physics_on`` chooses the sample the physics loss is evaluated on: ``"prev"`` (the model's one-step
     reverse estimate x̂_{t-1}, the posterior mean given x̂_0, against γ_{t-1}) or ``"x0"`` (x̂_0 against γ_0 = 0).
     """
+
+    PROFILES = {
+        "ci": {"n_samples": 300, "widths": (64, 32, 16, 8, 16, 32, 64), "time_dim": 32, "gamma_samples": 1024,
+               "schedule_hidden": (64, 32), "schedule_steps": 30, "schedule_batch": 32, "schedule_lr": 1e-2,
+               "gan_noise": 16, "gan_widths": (64, 64), "gan_steps": 250, "gan_batch": 128, "gan_lr": 1e-3,
+               "n_generate": 200, "ablations": False, "guidance_last": 0.025, "guidance_inner_steps": 1,
+               "train": {"steps": 250, "batch_size": 128, "lr": 2e-3, "lr_decay_every": None, "ema_decay": 0.98}},
+        "default": {},
+        "paper": {"schedule_steps": 2000, "schedule_batch": 1024, "gan_steps": 100_000, "gan_batch": 1024,
+                  "n_generate": 5000,
+                  "train": {"steps": 100_000, "batch_size": 1024, "lr": 1e-4, "lr_decay_every": None,
+                            "ema_decay": None}},
+    }
 
     grid: str = "case14"
     n_samples: int = 16_000                       # AC-OPF records (paper: 70 000 for case14, 100 000 for case30)
@@ -49,12 +60,9 @@ class PhysicsInformedConfig:
     beta_end: float = 0.1                         # rescaled by 1000 / T (ᾱ_T ≈ 4e-5 as the paper quotes)
     widths: tuple[int, ...] = (256, 128, 64, 32, 64, 128, 256)   # paper, Sec. IV-B2
     time_dim: int = 128
-    steps: int = 3000                             # optimiser steps per DDPM
-    batch_size: int = 256
-    lr: float = 1e-3
-    lr_decay_every: int | None = 1000
-    lr_decay: float = 0.5
-    ema_decay: float | None = 0.995
+    # per DDPM: 3000 optimiser steps of 256 records, lr 1e-3 x 0.5 every 1000 steps, EMA 0.995
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=3000, batch_size=256, lr=1e-3, lr_decay_every=1000, lr_decay=0.5, ema_decay=0.995))
     eta: float = 1.0                              # weight of the physics loss (paper: 1)
     physics_on: str = "prev"                      # "prev": x̂_{t-1} vs γ_{t-1}; "x0": x̂_0 vs 0
     gamma_samples: int = 4096                     # Gaussian draws behind γ_T
@@ -76,22 +84,12 @@ class PhysicsInformedConfig:
     device: str = "cpu"
 
     @classmethod
-    def for_profile(cls, profile: str, grid: str = "case14", seed: int = 0,
-                    device: str = "cpu") -> "PhysicsInformedConfig":
-        base = replace(cls(), grid=grid, seed=seed, device=device)
-        return {
-            "ci": replace(base, n_samples=300, widths=(64, 32, 16, 8, 16, 32, 64), time_dim=32, steps=250,
-                          batch_size=128, lr=2e-3, lr_decay_every=None, ema_decay=0.98, gamma_samples=1024,
-                          schedule_hidden=(64, 32), schedule_steps=30, schedule_batch=32, schedule_lr=1e-2,
-                          gan_noise=16, gan_widths=(64, 64), gan_steps=250, gan_batch=128, gan_lr=1e-3,
-                          n_generate=200, ablations=False, guidance_last=0.025, guidance_inner_steps=1),
-            "default": base,
-            "paper": replace(base, n_samples=PAPER_SAMPLES.get(grid, 100_000), steps=100_000, batch_size=1024,
-                             lr=1e-4, lr_decay_every=None, ema_decay=None, schedule_steps=2000, schedule_batch=1024,
-                             gan_steps=100_000, gan_batch=1024, n_generate=5000),
-        }[check_profile(profile)]
+    def special_cases(cls, profile: str, cfg: "PhysicsInformedConfig") -> dict:
+        """The ``paper`` profile trains on as many records as the paper had for the grid (:data:`PAPER_SAMPLES`)."""
+        return {"n_samples": PAPER_SAMPLES.get(cfg.grid, 100_000)} if profile == "paper" else {}
 
     def __post_init__(self):
+        super().__post_init__()
         if self.physics_on not in ("prev", "x0"):
             raise ValueError(f"physics_on must be 'prev' (x̂_(t-1) vs γ_(t-1)) or 'x0' (x̂_0 vs 0), "
                              f"got {self.physics_on!r}")
@@ -99,7 +97,4 @@ class PhysicsInformedConfig:
             raise ValueError(f"guidance_last is a share of the reverse steps in [0, 1], got {self.guidance_last}")
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_settings(self)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        return self.train

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from pfbook.config import data_dir
-from pfbook.diffusion import (Layout, Normaliser)
+from pfbook.diffusion import Layout, Normaliser, denormalised
 from pfbook.power.grids import Grid, load_grid
 from pfbook.power.physics import grid_tensors, injections, mismatch_magnitude, nodal_mismatch
 from pfbook.methods.physics_informed.config import PhysicsInformedConfig
@@ -120,9 +120,10 @@ def imbalance_fn(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.
     the forward process, for γ_T and for the posterior mean x̂_(t-1) it keeps the imbalance that of an operating
     point within C1-C4. Without it, noise reaches far outside the bounds and R grows with how far.
     """
+    physical = denormalised(lambda x: imbalance(grid, x), normaliser, dtype=dtype)
+
     def R(z: torch.Tensor) -> torch.Tensor:
-        z = z.to(dtype)
-        return imbalance(grid, normaliser.inverse(z.clamp(0.0, 1.0) if clip else z))
+        return physical(z.clamp(0.0, 1.0) if clip else z)
 
     return R
 
@@ -130,11 +131,10 @@ def imbalance_fn(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.
 def mismatch_fn(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64
                 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """(ΔP, ΔQ) per bus (B, 2 n_bus) of model-space records: the constraints H(x) = 0 of C5."""
-    def H(z: torch.Tensor) -> torch.Tensor:
-        x = normaliser.inverse(z.to(dtype))
+    def H(x: torch.Tensor) -> torch.Tensor:
         gt = grid_tensors(grid, x.device, x.dtype)
         pd_, qd_, v, th, pg, qg = split_record(x, grid)
         p, q = injections(gt, pg, qg, pd_, qd_)
         return torch.cat(nodal_mismatch(gt, p, q, v, th), dim=-1)
 
-    return H
+    return denormalised(H, normaliser, dtype=dtype)

@@ -31,7 +31,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pfbook.diffusion import (DDPMSampler, DiffusionModel, Guidance, GuidanceState, Normaliser, ProjectionGuidance, Schedule, Trainer, UNetMLPDenoiser)
+from pfbook.diffusion import (DiffusionModel, Guidance, GuidanceState, Normaliser, ProjectionGuidance, Schedule, Trainer,
+                              UNetMLPDenoiser)
+from pfbook.diffusion.traces import reverse_trace
 from pfbook.power.grids import Grid
 from pfbook.methods.physics_informed.config import PhysicsInformedConfig
 from pfbook.methods.physics_informed.data import PIData, imbalance_fn, mismatch_fn
@@ -84,27 +86,13 @@ def train_models(cfg: PhysicsInformedConfig, data: PIData, gT: float, learned: S
     return models, trainers, seconds
 
 
-def draw(dm: DiffusionModel, n: int, guidance=None, seed: int = 0,
-         callback=None) -> tuple[np.ndarray, float]:
-    """``n`` DDPM samples in physical units (float64 NumPy) and the seconds they took."""
-    gen = torch.Generator(device=dm.device).manual_seed(seed)
-    t0 = time.perf_counter()
-    x = dm.sample(n, DDPMSampler(dm.schedule), guidance=guidance, generator=gen, callback=callback)
-    return x.double().cpu().numpy(), time.perf_counter() - t0
-
-
 def reverse_imbalance(dm: DiffusionModel, grid: Grid, n: int = 256, seed: int = 0,
                       guidance=None, clip: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Samples and the mean R of x_{t-1} after every reverse step, ordered by step t = T..1 (Fig. 3c); ``clip`` as
-    in :func:`imbalance_fn` (the last entry, R of the samples, does not depend on it)."""
-    R = imbalance_fn(grid, dm.normaliser, clip=clip)
-    trace: list[float] = []
-
-    def record(state, x_prev):
-        trace.append(float(R(x_prev).mean()))
-
-    x, _ = draw(dm, n, guidance=guidance, seed=seed, callback=record)
-    return x, np.asarray(trace)
+    """DDPM samples and the mean R of x_{t-1} after every reverse step, ordered by step t = T..1 (Fig. 3c); ``clip``
+    as in :func:`imbalance_fn` (the last entry, R of the samples, does not depend on it)."""
+    x, _, trace = reverse_trace(dm, None, n, imbalance_fn(grid, dm.normaliser, clip=clip), on="x_prev",
+                                guidance=guidance, seed=seed)
+    return x, trace
 
 
 def last_step(reverse: Mapping[str, np.ndarray]) -> pd.DataFrame:

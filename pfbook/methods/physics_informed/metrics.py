@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pfbook.evaluation.distances import mmd_rbf, sliced_wasserstein
+from pfbook.evaluation.distances import mean_w1_over_sigma, mmd_rbf, sliced_wasserstein, standardise
 from pfbook.power.grids import Grid
 from pfbook.power.physics import grid_tensors, limit_violations
 from pfbook.methods.physics_informed.data import PIData, imbalance, split_record
@@ -30,19 +30,11 @@ def within_branch_limits(grid: Grid, x: np.ndarray, tol: float = 1e-4) -> np.nda
     return (viol <= tol).all(-1).numpy()
 
 
-def _varying(reference: np.ndarray) -> np.ndarray:
-    return reference.std(0) > 1e-6
-
-
 def distances(x: np.ndarray, reference: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Mean per-feature W1/σ, sliced Wasserstein and MMD² of standardised records against ``reference``."""
-    from scipy.stats import wasserstein_distance
-
-    keep = _varying(reference)
-    mu, sd = reference.mean(0)[keep], reference.std(0)[keep]
-    a, b = (x[:, keep] - mu) / sd, (reference[:, keep] - mu) / sd
-    w1 = float(np.mean([wasserstein_distance(a[:, j], b[:, j]) for j in range(a.shape[1])]))
-    return {"W1/σ": w1, "sliced W/σ": sliced_wasserstein(a, b, seed=seed),
+    """Mean per-feature W1/σ, sliced Wasserstein and MMD² of standardised records against ``reference`` (constant
+    features left out, :func:`pfbook.evaluation.distances.varying_features`)."""
+    a, b = standardise(x, reference)
+    return {"W1/σ": mean_w1_over_sigma(x, reference), "sliced W/σ": sliced_wasserstein(a, b, seed=seed),
             "MMD²": mmd_rbf(a[:2000], b[:2000], bandwidths=(1.0, 2.0, 5.0, 10.0))}
 
 

@@ -7,7 +7,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pfbook.diffusion import (LearnedSchedule, Normaliser, Schedule, fit_schedule)
+from pfbook.diffusion import LearnedSchedule, Normaliser, Schedule, fit_schedule
+from pfbook.diffusion.traces import forward_trace
 from pfbook.power.grids import Grid
 from pfbook.methods.physics_informed.config import PhysicsInformedConfig
 from pfbook.methods.physics_informed.data import PIData, imbalance_fn
@@ -52,13 +53,9 @@ def learn_schedule(cfg: PhysicsInformedConfig, data: PIData, gT: float,
 
 def forward_imbalance(schedule: Schedule, data: PIData, n: int = 512, seed: int = 0) -> np.ndarray:
     """Mean R(x_t) of the forward process x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε at every step (Fig. 1, 3b)."""
-    g = torch.Generator().manual_seed(seed)
     x0 = data.normaliser(torch.as_tensor(data.train[:n], dtype=torch.float64))
     R = data.imbalance_fn()
-    out = np.empty(schedule.T)
-    for t in range(schedule.T):
-        out[t] = float(R(schedule.q_sample(x0, t, generator=g)).mean())
-    return out
+    return forward_trace(schedule, x0, lambda x_t, t: R(x_t), seed=seed)
 
 
 def _prev_excess(R: Callable[[torch.Tensor], torch.Tensor], schedule: Schedule, x0_hat: torch.Tensor,
@@ -74,11 +71,10 @@ def physics_floor(schedule: Schedule, data: PIData, gT: float, n: int = 256, see
     """The physics loss a *perfect* denoiser would pay at every step: max(R(x̄_{t-1}) - γ_{t-1}, 0) averaged over
     records, x̄_{t-1} the posterior mean of q(x_{t-1} | x_t, x_0) with the true x_0. Zero where the schedule keeps
     the forward imbalance under the line; the part of :func:`physics_loss` no model can remove."""
-    g = torch.Generator().manual_seed(seed)
     x0 = data.normaliser(torch.as_tensor(data.train[:n], dtype=torch.float64))
     R = data.imbalance_fn()
-    out = np.empty(schedule.T)
-    for t in range(schedule.T):
-        tt = torch.full((len(x0),), t, dtype=torch.long)
-        out[t] = float(_prev_excess(R, schedule, x0, schedule.q_sample(x0, t, generator=g), tt, gT).mean())
-    return out
+
+    def excess(x_t: torch.Tensor, t: int) -> torch.Tensor:
+        return _prev_excess(R, schedule, x0, x_t, torch.full((len(x0),), t, dtype=torch.long), gT)
+
+    return forward_trace(schedule, x0, excess, seed=seed)

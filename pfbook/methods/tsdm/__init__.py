@@ -14,6 +14,8 @@ from pfbook.methods.tsdm.baselines import (  # noqa: F401
 from pfbook.methods.tsdm.config import (  # noqa: F401
     SCADA_SYSTEMS,
     PMU_SYSTEMS,
+    SCADA_DAYS,
+    PMU_EVENTS,
     SCENARIOS,
     TSDMConfig,
 )

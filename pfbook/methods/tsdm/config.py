@@ -1,12 +1,10 @@
 """Settings of the TSDM chapter: the systems of the paper's tables, its corruption scenarios, and :class:`TSDMConfig`."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 
-
-from pfbook.config import check_profile
-from pfbook.diffusion import (Schedule, TrainConfig)
-
+from pfbook.config import ChapterConfig, check_profile
+from pfbook.diffusion import Schedule, TrainConfig
 
 
 #: SCADA systems of Table I and the number of buses in their attack region (paper: M = 24, 48, 96 channels)
@@ -22,9 +20,18 @@ SCENARIOS: dict[str, str] = {"FDIA step": "step", "FDIA ramp": "ramp", "FDIA ran
                              "data loss RM": "rm", "data loss NM": "nm"}
 
 
+#: (start day, number of days) of the SCADA data each profile uses: ci a summer week, default the first quarter,
+#: paper the whole year of simbench's profiles
+SCADA_DAYS: dict[str, tuple[int, int]] = {"ci": (154, 7), "default": (0, 91), "paper": (0, 366)}
+
+
+#: (number of events, seconds simulated) of the PMU data each profile uses
+PMU_EVENTS: dict[str, tuple[int, float]] = {"ci": (4, 5.0), "default": (160, 10.0), "paper": (400, 10.0)}
+
+
 # ---------------------------------------------------------------------------------------- configuration
 @dataclass(frozen=True)
-class TSDMConfig:
+class TSDMConfig(ChapterConfig):
     """Settings of the TSDM chapter; :meth:`for_profile` builds one per profile and system.
 
     ``system`` is a SCADA grid (``case30``, ``case57``, ``case118``) or a PMU case (``ieee39``, ``npcc``).
@@ -32,6 +39,17 @@ class TSDMConfig:
     with M channels); ``"image"`` is the paper's M x T single-channel image (Fig. 3), 2-D convolutions across
     channels as well as time.
     """
+
+    PROFILES = {
+        "ci": {"window": 48, "stride": 6, "base": 16, "ov_samples": 8, "n_test": 4, "table_s": (5, 10), "n_timing": 2,
+               "omega_sweep": (0.5, 1.0, 2.0), "R_sweep": (1, 2), "ratio_sweep": (0.05, 0.3), "n_sweep": 2,
+               "baseline_steps": 60, "calibration_fraction": 0.15, "train": {"steps": 100, "batch_size": 8}},
+        "default": {},
+        "paper": {"layout": "image", "base": 64, "mults": (1, 2, 2), "ov_samples": 512, "n_test": 200,
+                  "n_timing": 50, "n_sweep": 100, "baseline_steps": 20_000,
+                  "train": {"steps": 50_000, "batch_size": 32, "lr": 2e-4, "ema_decay": 0.999}},
+    }
+    WHERE = "system"
 
     system: str = "case30"
     data_profile: str = "default"                # which prepared dataset to read (its days / events)
@@ -47,10 +65,10 @@ class TSDMConfig:
     base: int = 32                               # U-Net width
     mults: tuple[int, ...] = (1, 2)
     prediction: str = "epsilon_skip"             # the U-Net's output: "epsilon" or "epsilon_skip" (see notes)
-    steps: int = 3000                            # optimiser steps (default profile, PMU: 4000; see for_profile)
-    batch_size: int = 16
-    lr: float = 1e-3
-    ema_decay: float | None = 0.995
+    # 3000 optimiser steps (default profile, PMU: 4000; see special_cases) of 16 windows, lr 1e-3 constant,
+    # EMA 0.995, gradients clipped to norm 1
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=3000, batch_size=16, lr=1e-3, lr_decay_every=None, ema_decay=0.995, grad_clip=1.0))
     ov_samples: int = 64                         # training windows per timestep for eq. 28
     s: int = 10                                  # DDIM subsequence length (paper: 10)
     omega: float = 1.0                           # ω of eq. 33 (paper: 1.0)
@@ -81,32 +99,24 @@ class TSDMConfig:
         return table.get(self.system, 6 if self.source == "scada" else 5)
 
     @classmethod
-    def for_profile(cls, profile: str, system: str = "case30", seed: int = 0, device: str = "cpu") -> "TSDMConfig":
-        check_profile(profile)
-        pmu = system in PMU_SYSTEMS
-        # PMU priors on the default data's 160 events (about 120 stable) improve on held-out events up to a few
-        # thousand steps; on 40 events they memorised their training events past a few hundred
-        base = replace(cls(), system=system, data_profile=profile, seed=seed, device=device,
-                       window=120 if pmu else 96, stride=10 if pmu else 8, steps=4000 if pmu else 3000)
-        return {
-            "ci": replace(base, region=3 if pmu else 4, window=48, stride=6, base=16, steps=100, batch_size=8,
-                          ov_samples=8, n_test=4, table_s=(5, 10), n_timing=2, omega_sweep=(0.5, 1.0, 2.0),
-                          R_sweep=(1, 2), ratio_sweep=(0.05, 0.3), n_sweep=2, baseline_steps=60,
-                          calibration_fraction=0.15),
-            "default": base,
-            "paper": replace(base, layout="image", base=64, mults=(1, 2, 2), steps=50_000, batch_size=32, lr=2e-4,
-                             ema_decay=0.999, ov_samples=512, n_test=200, n_timing=50, n_sweep=100,
-                             baseline_steps=20_000),
-        }[profile]
+    def special_cases(cls, profile: str, cfg: "TSDMConfig") -> dict:
+        """The dataset of the profile, and a PMU system's longer windows and training (the default data's 160 events,
+        about 120 stable, keep improving held-out events up to a few thousand steps; on 40 events the priors
+        memorised their training events past a few hundred); the ``ci`` profile's small regions."""
+        pmu = cfg.system in PMU_SYSTEMS
+        out = {"data_profile": check_profile(profile), "window": 120 if pmu else 96, "stride": 10 if pmu else 8,
+               "train.steps": 4000 if pmu else 3000}
+        if profile == "ci":
+            out["region"] = 3 if pmu else 4
+        return out
 
     def schedule(self) -> Schedule:
         return Schedule.linear(self.N, self.beta_start, self.beta_end)
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, lr_decay_every=None,
-                           ema_decay=self.ema_decay, grad_clip=1.0, seed=self.seed, device=self.device)
+        return self.train
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = super().to_dict()
         d["mults"] = list(self.mults)
         return d

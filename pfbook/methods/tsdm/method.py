@@ -29,15 +29,15 @@ before/after recovery are functions here; the baselines live in :mod:`pfbook.met
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from pfbook.diffusion import (ClampGuidance, Compose, ConvUNetDenoiser, DDIMSampler, DDPMSampler, DiffusionModel, Layout,
-                        NoiseCorrectionGuidance, Normaliser, ReplacementGuidance, Sampler, Trainer)
+from pfbook.diffusion import (ClampGuidance, Compose, ConvUNetDenoiser, DiffusionModel, Layout, NoiseCorrectionGuidance,
+                              Normaliser, ReplacementGuidance, Sampler, Trainer, make_sampler)
 from pfbook.io import DatasetError
 from pfbook.methods.tsdm.config import TSDMConfig
 from pfbook.methods.tsdm.windows import Windows
@@ -98,6 +98,11 @@ def _cache_key(cfg: TSDMConfig, windows: Windows) -> str:
     import json
 
     d = cfg.to_dict()
+    # the training settings as the key had them before they were nested (so cached priors stay valid), and any
+    # other training setting where it differs from the chapter's default
+    train, default = d.pop("train"), asdict(TSDMConfig().train)
+    d.update({k: v for k, v in train.items()
+              if k in ("steps", "batch_size", "lr", "ema_decay") or (k not in ("seed", "device") and v != default[k])})
     for k in ("ratio", "n_test", "table_s", "n_timing", "omega_sweep", "R_sweep", "ratio_sweep", "n_sweep",
               "baseline_steps", "device", "s", "omega", "R", "sigma_k", "max_flagged"):
         d.pop(k, None)
@@ -171,13 +176,10 @@ class TSDM:
         """``"tsdm"``: DDIM on s steps with the optimal variance (eq. 30); ``"ddim"``: plain DDIM (η = 0) on s
         steps; ``"ddpm"``: ancestral sampling through all N steps."""
         s = self.cfg.s if s is None else int(s)
-        schedule = self.dm.schedule
         if kind == "tsdm":
-            return DDIMSampler(schedule, steps=s, optimal_variance=self.dm.optimal_variance)
-        if kind == "ddim":
-            return DDIMSampler(schedule, steps=s)
-        if kind == "ddpm":
-            return DDPMSampler(schedule)
+            return make_sampler(f"DDIM {s}", self.dm.schedule, optimal_variance=self.dm.optimal_variance)
+        if kind in ("ddim", "ddpm"):
+            return make_sampler(f"DDIM {s}" if kind == "ddim" else "DDPM", self.dm.schedule)
         raise ValueError(f"unknown sampler kind {kind!r}; choose 'tsdm', 'ddim' or 'ddpm'")
 
     # ------------------------------------------------------------------ the two stages (model space)
@@ -303,14 +305,8 @@ class TSDM:
         if info is None:
             raise DatasetError(f"{Path(path).name} is a diffusion checkpoint without TSDM's settings; "
                                f"train it with pfbook.methods.tsdm.train_prior")
-        d = dict(info["config"])
-        d.setdefault("prediction", "epsilon")          # checkpoints written before the setting existed
-        d["mults"] = tuple(d["mults"])
-        d["table_s"] = tuple(d["table_s"])
-        for k in ("omega_sweep", "R_sweep", "ratio_sweep"):
-            d[k] = tuple(d[k])
-        d["device"] = device
-        return cls(dm, TSDMConfig(**d), info["channels"], np.asarray(info["residual_sigma"]), info.get("meta"))
+        d = {"prediction": "epsilon", **info["config"], "device": device}   # older checkpoints lack the prediction
+        return cls(dm, TSDMConfig.from_dict(d), info["channels"], np.asarray(info["residual_sigma"]), info.get("meta"))
 
 
 def recover(model: "TSDM | str | Path", y0: np.ndarray, mask: np.ndarray | None = None,

@@ -14,7 +14,7 @@ import numpy as np
 
 from pfbook.config import check_profile, data_dir
 from pfbook.io import DatasetError
-from pfbook.methods.tsdm.config import TSDMConfig
+from pfbook.methods.tsdm.config import PMU_EVENTS, SCADA_DAYS, TSDMConfig
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -86,7 +86,7 @@ def _constant(train: np.ndarray) -> np.ndarray:
 
 def scada_data(system: str, profile: str, out_dir: Path | None = None, progress: bool = False):
     """The SCADA dataset of ``system`` with the days of ``profile`` (the one ``pfbook data prepare`` makes)."""
-    from pfbook.power.measurements import SCADA_DAYS, scada_dataset
+    from pfbook.power.measurements import scada_dataset
 
     start_day, n_days = SCADA_DAYS[check_profile(profile)]
     return scada_dataset(system, start_day=start_day, n_days=n_days, seed=0,
@@ -95,7 +95,7 @@ def scada_data(system: str, profile: str, out_dir: Path | None = None, progress:
 
 def pmu_data(system: str, profile: str, out_dir: Path | None = None, progress: bool = False):
     """The PMU dataset of ``system`` with the events of ``profile`` (the one ``pfbook data prepare`` makes)."""
-    from pfbook.power.pmu import PMU_EVENTS, pmu_dataset
+    from pfbook.power.pmu import pmu_dataset
 
     n_events, t_end = PMU_EVENTS[check_profile(profile)]
     return pmu_dataset(system, n_events, t_end=t_end, seed=0,
