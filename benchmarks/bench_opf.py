@@ -109,7 +109,9 @@ def print_table(rows: list[dict], file=sys.stdout) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--grids", nargs="+", default=["case14", "case57", "case118"])
+    ap.add_argument("--grids", nargs="+", default=["case14", "case57", "case118", "pglib_opf_case5_pjm",
+                                                  "pglib_opf_case14_ieee", "pglib_opf_case24_ieee_rts",
+                                                  "pglib_opf_case118_ieee"])
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--low", type=float, default=0.8, help="lower end of the per-load factor (default 0.8)")

