@@ -31,10 +31,13 @@ def test_grids_lists_case118_with_its_size():
     result = pfbook("grids")
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()
-            if line.startswith("  case") and len(line.split()) == 5}
-    assert rows["case118"] == ["118", "186", "54", "99"]   # buses, branches, generators, loads
+            if line.startswith("  case") and len(line.split()) >= 6}
+    assert rows["case118"] == ["118", "186", "54", "99", "MATPOWER", "case118.m"]   # sizes, then the source
     assert rows["case5"][0] == "5"
     assert "case2383wp" in result.stdout                   # the MATPOWER list follows the table
+    assert "PGLib-OPF v23.07 cases" in result.stdout and "pglib_opf_case118_ieee" in result.stdout
+    pglib = pfbook("grids", "pglib_opf_case118_ieee")
+    assert "PGLib-OPF v23.07 pglib_opf_case118_ieee.m" in pglib.stdout
 
 
 def test_unknown_grid_is_one_line_error_with_exit_2():

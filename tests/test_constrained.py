@@ -115,7 +115,7 @@ def test_summaries_round_trip(tmp_path, records):
     g = load_grid("case5")
     x = records["case5"]
     table = evaluate(g, {"a": x[:50]}, x[50:])
-    save_summary(tmp_path / "case5", table, ConstrainedConfig.for_profile("ci"), "ci")
+    save_summary(tmp_path / "case5", table, ConstrainedConfig.for_profile("ci", grid="case5"), "ci")
     back = load_summaries(tmp_path)
     assert back.index.tolist() == [("case5", "ci", "a")]
     assert np.isclose(back.iloc[0]["W1/σ"], table.loc["a", "W1/σ"])
@@ -124,7 +124,7 @@ def test_summaries_round_trip(tmp_path, records):
 def test_a_fresh_run_shadows_the_published_summary(tmp_path, records):
     g = load_grid("case5")
     x = records["case5"]
-    cfg = ConstrainedConfig.for_profile("ci")
+    cfg = ConstrainedConfig.for_profile("ci", grid="case5")
     save_summary(tmp_path / "runs" / "case5", evaluate(g, {"a": x[:50]}, x[50:]), cfg, "ci")
     save_summary(tmp_path / "published" / "case5", evaluate(g, {"a": x[:20]}, x[50:]), cfg, "ci")
     save_summary(tmp_path / "published" / "case14", evaluate(g, {"a": x[:20]}, x[50:]),

@@ -45,16 +45,19 @@ def test_profiles_and_bad_names():
         do.DiffOPFConfig().make_sampler("Euler 10")
 
 
-def test_api_grid_raises_every_load_to_the_edge_of_feasibility():
-    from pfbook.power.opf import ACOPF
+def test_the_papers_grids_are_pglibs():
+    """The chapter's grids are PGLib-OPF's cases, labelled as in the paper; MATPOWER's case118 is a second setting."""
+    from pfbook.power.opf import solve_opf
 
-    base, api = load_grid("case5"), do.diffopf_grid("case5_api")
-    f = do.api_load_factor("case5")
-    assert f > 1 and api.meta["api_load_factor"] == f
-    assert np.allclose(api.pd, base.pd * f) and np.allclose(api.qd, base.qd * f)
-    solver = ACOPF(base)
-    assert solver.solve(pd=base.pd * f, qd=base.qd * f).success
-    assert not solver.solve(pd=base.pd * (f + 0.05), qd=base.qd * (f + 0.05)).success
+    assert do.DiffOPFConfig().grid == "pglib_opf_case5_pjm"
+    paper = do.PROFILE_GRIDS["paper"]
+    assert [do.GRID_LABELS[g] for g in paper[:5]] == ["PJM", "PJM-API", "IEEE 14-Bus", "IEEE 24-Bus", "IEEE 118-Bus"]
+    assert all(load_grid(g).source.startswith("PGLib-OPF") for g in paper[:5])
+    assert do.GRID_LABELS[paper[5]] == "IEEE 118-Bus (MATPOWER)"
+    # PJM-API is PGLib's active-power-increase case: more load than PJM, solved at PGLib's published optimum
+    pjm, api = load_grid("pglib_opf_case5_pjm"), load_grid("pglib_opf_case5_pjm__api")
+    assert api.pd.sum() > 1.2 * pjm.pd.sum()
+    assert float(f"{solve_opf(api).cost:.4e}") == 78950.0
 
 
 def _state(d, B=6, seed=0):
@@ -175,7 +178,7 @@ def test_cvar_is_the_mean_of_the_worst_tenth():
 
 
 def test_paper_tables_are_the_published_values():
-    t1 = do.paper_table_one(["case5", "case118"])
+    t1 = do.paper_table_one(["pglib_opf_case5_pjm", "pglib_opf_case118_ieee"])
     assert t1.loc[("IEEE 118-Bus", "DeepOPF"), ("Optimality gap [%]", "Mean")] == 10.9
     assert t1.loc[("PJM", "DiffOPF"), ("Optimality gap [%]", "Mean")] == 0.1
     assert do.paper_table_two().loc[("PJM 5-Bus", 0.5), ("δ=0.9", "M")] == 32
@@ -223,7 +226,7 @@ def test_speed_across_picks_the_fewest_steps_within_tolerance(tmp_path):
                           "load flow s per load": [0.1, 0.1, 0.1, 0.1], "within": [True, True, True, False]},
                          index=["DDPM", "DDIM 100", "DDIM 20", "DDIM 10"])
     steps["s per 250-sample batch"] = steps["sampling s per load"] + steps["load flow s per load"]
-    do.save_summary(tmp_path / "case5", {"steps": steps}, do.DiffOPFConfig(grid="case5"), "default")
+    do.save_summary(tmp_path / "case5", {"steps": steps}, do.DiffOPFConfig(grid="pglib_opf_case5_pjm"), "default")
     got = do.speed_across(tmp_path, profile="default")
     assert list(got.index) == ["PJM"] and got.loc["PJM", "fewest within"] == "DDIM 20"
     assert got.loc["PJM", "reference"] == "DDPM"

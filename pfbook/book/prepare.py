@@ -154,11 +154,11 @@ def _scada_case30(profile: str, data_dir: Path, progress: bool):
     return scada_dataset("case30", start_day=start_day, n_days=n_days, seed=0, out_dir=data_dir, progress=progress)
 
 
-@dataset("opf-constrained", "AC-OPF solutions (p, q, v, θ) of case5 for 'Domain-constrained diffusion'")
+@dataset("opf-constrained", "AC-OPF solutions (p, q, v, θ) of PGLib's PJM 5-bus for 'Domain-constrained diffusion'")
 def _opf_constrained(profile: str, data_dir: Path, progress: bool):
     from pfbook.methods.constrained import ConstrainedConfig     # imported here: keeps the command line fast
 
-    return _opf(ConstrainedConfig.for_profile(profile, grid="case5"), data_dir, progress)
+    return _opf(ConstrainedConfig.for_profile(profile, grid=ConstrainedConfig.grid), data_dir, progress)
 
 
 @dataset("pmu-ieee39", "ANDES PMU records of IEEE 39-bus events, for 'Measurement data'")
@@ -175,7 +175,8 @@ def _pmu_ieee39(profile: str, data_dir: Path, progress: bool):
 def _opf_diffopf(profile: str, data_dir: Path, progress: bool):
     from pfbook.methods.diffopf import PROFILE_GRIDS, DiffOPFConfig, load_records     # imported here: keeps the CLI fast
 
-    return [ds for g in PROFILE_GRIDS[profile]
+    grids = dict.fromkeys((DiffOPFConfig.grid, *PROFILE_GRIDS[profile]))     # the chapter's main grid first
+    return [ds for g in grids
             for ds in load_records(DiffOPFConfig.for_profile(profile, grid=g), progress=progress,
                                    out_dir=data_dir).datasets]
 

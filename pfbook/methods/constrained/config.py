@@ -27,7 +27,7 @@ class ConstrainedConfig(ChapterConfig):
                   "train": {"steps": 150_000, "lr": 1e-4, "lr_decay_every": 15_000, "ema_decay": None}},
     }
 
-    grid: str = "case5"
+    grid: str = "pglib_opf_case5_pjm"           # the paper's PJM 5-bus (PGLib-OPF)
     n_samples: int = 5000                        # AC-OPF records
     load_range: tuple[float, float] = (0.8, 1.0)
     test_fraction: float = 0.2                   # records held out to judge samples against

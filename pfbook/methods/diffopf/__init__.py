@@ -28,11 +28,6 @@ from pfbook.methods.diffopf.figures import (  # noqa: F401
     plot_marginals,
     plot_tradeoff,
 )
-from pfbook.methods.diffopf.grids import (  # noqa: F401
-    API_SUFFIX,
-    api_load_factor,
-    diffopf_grid,
-)
 from pfbook.methods.diffopf.history import (  # noqa: F401
     nearest_records,
 )

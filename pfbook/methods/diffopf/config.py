@@ -5,18 +5,22 @@ from dataclasses import dataclass, field
 
 from pfbook.config import ChapterConfig
 from pfbook.diffusion import Schedule, TrainConfig, make_sampler
-from pfbook.methods.diffopf.grids import diffopf_grid
+from pfbook.power.grids import load_grid
 
 
-GRID_LABELS = {"case5": "PJM", "case5_api": "PJM-API", "case14": "IEEE 14-Bus", "case24_ieee_rts": "IEEE 24-Bus",
-               "case118": "IEEE 118-Bus"}
+#: The paper's grids (PGLib-OPF v23.07, the paper's ref. [29]) and their labels in its tables; MATPOWER's case118,
+#: a different grid under the same name (see the chapter), is a second, labelled setting.
+GRID_LABELS = {"pglib_opf_case5_pjm": "PJM", "pglib_opf_case5_pjm__api": "PJM-API",
+               "pglib_opf_case14_ieee": "IEEE 14-Bus", "pglib_opf_case24_ieee_rts": "IEEE 24-Bus",
+               "pglib_opf_case118_ieee": "IEEE 118-Bus", "case118": "IEEE 118-Bus (MATPOWER)"}
 
 
 # ---------------------------------------------------------------------------------------- configuration
 #: Grids the chapter runs besides its main grid, per profile (its ``grids`` parameter overrides them); the other
 #: profiles show other grids from their stored summaries (``runs/`` and ``book/results/``).
 PROFILE_GRIDS = {"ci": (), "default": (),
-                 "paper": ("case5", "case5_api", "case14", "case24_ieee_rts", "case118")}
+                 "paper": ("pglib_opf_case5_pjm", "pglib_opf_case5_pjm__api", "pglib_opf_case14_ieee",
+                           "pglib_opf_case24_ieee_rts", "pglib_opf_case118_ieee", "case118")}
 
 
 #: Grids with more buses than this are judged on fewer test loads and draws in the ``default`` profile.
@@ -47,7 +51,7 @@ class DiffOPFConfig(ChapterConfig):
                   "train": {"steps": 150_000, "lr": 1e-4, "lr_decay_every": 15_000, "ema_decay": None}},
     }
 
-    grid: str = "case5"
+    grid: str = "pglib_opf_case5_pjm"           # the paper's PJM 5-bus (PGLib-OPF)
     n_samples: int = 5000                        # training records (paper: 5000)
     n_test: int = 100                            # held-out test loads (paper: 100)
     load_range: tuple[float, float] = (0.8, 1.0)
@@ -83,7 +87,7 @@ class DiffOPFConfig(ChapterConfig):
         ``default`` profile, is judged on fewer loads and draws (:data:`LARGE_GRID_DEFAULT`): its load-flow solves
         cost about 0.04 CPU-seconds each on 118 buses (sparse backend of :mod:`pfbook.power.loadflow`), and 25 000
         of them would add a quarter of an hour per grid to the book build."""
-        if diffopf_grid(cfg.grid).n_bus <= LARGE_GRID:
+        if load_grid(cfg.grid).n_bus <= LARGE_GRID:
             return {}
         return {"prediction": LARGE_GRID_PREDICTION, **(LARGE_GRID_DEFAULT if profile == "default" else {})}
 

@@ -10,7 +10,7 @@ from pfbook.config import data_dir
 from pfbook.diffusion import (Layout)
 from pfbook.power.grids import Grid
 from pfbook.methods.diffopf.config import DiffOPFConfig
-from pfbook.methods.diffopf.grids import diffopf_grid
+from pfbook.power.grids import load_grid
 
 
 @dataclass
@@ -51,7 +51,7 @@ def load_records(cfg: DiffOPFConfig, progress: bool = False, out_dir: "str | Pat
     (in ``out_dir``, by default the data folder of :func:`pfbook.config.data_dir`)."""
     from pfbook.power.datasets import ac_opf_dataset
 
-    g = diffopf_grid(cfg.grid)
+    g = load_grid(cfg.grid)
     kw = dict(load_range=cfg.load_range, cost_range=cfg.cost_range, out_dir=out_dir or data_dir(), progress=progress)
     train = ac_opf_dataset(g, cfg.n_samples, seed=cfg.seed, **kw)
     test = ac_opf_dataset(g, cfg.n_test, seed=cfg.seed + 1, **kw)

@@ -12,8 +12,9 @@ from pfbook.diffusion import (DiffusionModel)
 from pfbook.methods.diffopf.config import DiffOPFConfig, GRID_LABELS
 from pfbook.methods.diffopf.data import OPFRecords, load_records
 from pfbook.methods.diffopf.deepopf import DeepOPF, train_deepopf
+from pfbook.methods.diffopf.history import nearest_records
 from pfbook.methods.diffopf.method import sample_dispatch, train_prior
-from pfbook.methods.diffopf.metrics import WITHIN_FLOOR, best_per_load, evaluate_warm_starts, table_one
+from pfbook.methods.diffopf.metrics import WITHIN_FLOOR, best_per_load, evaluate_warm_starts, prior_balance, table_one
 
 
 def steps_tradeoff(cfg: DiffOPFConfig, dm: DiffusionModel, data: OPFRecords, samplers: Sequence[str] | None = None,
@@ -61,17 +62,26 @@ class GridRun:
     ev: dict                        # evaluate_warm_starts of DiffOPF
     ev_deep: dict
     seconds: dict
+    ev_hist: dict | None = None     # the historical-records baseline (nearest training loads), as many as DiffOPF draws
 
     @property
     def label(self) -> str:
         return GRID_LABELS.get(self.cfg.grid, self.cfg.grid)
 
     def table_one(self) -> pd.DataFrame:
-        return table_one({"DiffOPF": self.ev, "DeepOPF": self.ev_deep}, self.label)
+        results = {"DiffOPF": self.ev, "DeepOPF": self.ev_deep}
+        if self.ev_hist is not None:
+            results[f"Historical records (K = {self.cfg.n_draw})"] = self.ev_hist
+        return table_one(results, self.label)
+
+    def prior_balance(self) -> dict[str, float]:
+        """The sampled dispatch's own power-balance error and limit share, before the load flow."""
+        return prior_balance(self.data.grid, self.data.test, self.pg)
 
 
 def run_grid(cfg: DiffOPFConfig, progress: bool = False) -> GridRun:
-    """Data, the prior, DeepOPF, 250 (``cfg.n_draw``) warm starts per test load, and their load-flow solves."""
+    """Data, the prior, DeepOPF, 250 (``cfg.n_draw``) warm starts per test load, as many from the nearest training
+    records, and their load-flow solves."""
     sec = {}
     t = time.perf_counter()
     data = load_records(cfg, progress=progress)
@@ -89,5 +99,8 @@ def run_grid(cfg: DiffOPFConfig, progress: bool = False) -> GridRun:
     ev = evaluate_warm_starts(data.grid, data.test, pg, qg, device=cfg.device, workers=cfg.loadflow_workers)
     ev_d = evaluate_warm_starts(data.grid, data.test, pg_d[:, None], qg_d[:, None], device=cfg.device,
                                 workers=cfg.loadflow_workers)
+    pg_h, qg_h = nearest_records(data, loads, k=cfg.n_draw)
+    ev_h = evaluate_warm_starts(data.grid, data.test, pg_h, qg_h, device=cfg.device, workers=cfg.loadflow_workers)
     sec["load flow (DiffOPF)"], sec["load flow (DeepOPF)"] = ev["seconds"], ev_d["seconds"]
-    return GridRun(cfg, data, prior, deep, pg, qg, pg_d, qg_d, ev, ev_d, sec)
+    sec["load flow (historical records)"] = ev_h["seconds"]
+    return GridRun(cfg, data, prior, deep, pg, qg, pg_d, qg_d, ev, ev_d, sec, ev_h)

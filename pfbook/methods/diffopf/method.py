@@ -5,20 +5,22 @@ The method composes the power-system layer with the diffusion core:
 * **data** -- OPF records x_0 = (p_d, q_d, p_g, q_g) (loads and generators in the grid's order, per unit):
   loads x U(0.8, 1.0) with the power factor kept, linear cost coefficients x U(0.6, 1.4)
   (:func:`pfbook.power.datasets.ac_opf_dataset`); held-out test loads are a second dataset with another seed.
-  ``<case>_api`` names the PJM-API-style variant: the case's loads raised by the factor of
-  :func:`api_load_factor` (the largest multiple of 0.05 at which the AC-OPF still converges), so that
-  generator and line limits bind;
+  The paper's grids are PGLib-OPF's (``pglib_opf_case5_pjm``, ``pglib_opf_case5_pjm__api``, ...; see
+  :data:`GRID_LABELS`);
 * **prior** -- a DDPM (Algorithm 1) over x_0 with the MLP denoiser of the diffusion core;
 * **conditional sampling** (Algorithm 3) -- y = (p_d, q_d) = A x_0 with A a selection matrix; at every reverse
   step x̂_0' = x̂_0 + λ Aᵀ(y - A x̂_0) (:class:`~pfbook.diffusion.ObservationGuidance`; the paper prints a minus
   sign, which moves A x̂_0 away from y: a typo), or the inpainting variant
   (:class:`~pfbook.diffusion.ReplacementGuidance`); 250 samples per load in one batch;
 * **DeepOPF** -- an MLP regressor (p_d, q_d) -> (p_g, q_g) trained with MSE on the same records;
+* **historical records** -- the warm starts a lookup gives: the dispatch of the training records nearest the test
+  load (:func:`nearest_records`), as many as DiffOPF draws;
 * **evaluation** -- each warm start is projected on the power-flow manifold by the load-flow problem (20)
   (:mod:`pfbook.power.loadflow`), then judged by eq. (21a-c): optimality gap against the test record's OPF cost
-  (with that record's cost coefficients), setpoint error (the objective of (20)), voltage violation; Table I
-  takes the best sample per metric and reports the mean and CVaR10% over test loads; Table II the sample
-  complexity of eq. (16)-(19).
+  (with that record's cost coefficients), setpoint error (the objective of (20)), voltage violation, and the
+  generator and branch limits of the solution; Table I takes the best sample per metric (the paper's oracle pick,
+  which needs c*) and the pick a user can make without c* (:func:`user_pick`), and reports the mean and CVaR10%
+  over test loads; Table II the sample complexity of eq. (16)-(19).
 """
 from __future__ import annotations
 
