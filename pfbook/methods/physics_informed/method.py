@@ -16,7 +16,7 @@ The method composes the power-system layer (:mod:`pfbook.power.physics`) with th
 * **physics-informed training** -- L = L_DDPM + η max(R(x̂_{t-1}) - γ_{t-1}, 0) (eq. 8-9) through the core
   trainer's extra-loss hook (:func:`physics_loss`), with the U-Net MLP of Sec. IV-B2 ending in a sigmoid;
 * **baselines** -- DDPM without physics, DDPM + physics with the original schedule and a physics-informed GAN of
-  comparable size (:func:`train_gan`); :func:`evaluate` builds Table I with the numbers the paper leaves out
+  comparable size (:func:`train_gan`); :func:`~pfbook.methods.physics_informed.metrics.evaluate` builds Table I with the numbers the paper leaves out
   (share within C1-C4 and C6, distances to held-out records);
 * **beyond the paper** -- seed 000's idea at sampling time on top of the physics-informed model: a Gauss-Newton
   projection of x̂_0 onto the power-flow equations over the last reverse steps, taken in logit space so that it
