@@ -3,7 +3,7 @@
 This module is part of the outer layer: it joins the power-system layer (datasets, the torch physics) with the
 diffusion core (which knows nothing of grids), so that the chapter stays a handful of calls.
 
-The data are AC-OPF solutions x = (p, q, v, θ) per bus (case5: 20 features), the setting of seed 000; the
+The data are AC-OPF solutions x = (p, q, v, θ) per bus (case5: 20 features), the setting of Hoseinpour & Dvorkin; the
 physics residual used to judge and to guide samples is the nodal mismatch of :func:`pfbook.power.physics.nodal_mismatch`
 in per unit, computed from de-normalised samples.
 """
@@ -26,7 +26,7 @@ from pfbook.methods.constrained.records import (FEATURES, RecordData, imbalance_
 
 PrimerData = RecordData
 
-#: the record layout of seed 000: net injections, voltage magnitude and angle at every bus
+#: the record layout of Hoseinpour & Dvorkin: net injections, voltage magnitude and angle at every bus
 
 
 @dataclass(frozen=True)
@@ -34,17 +34,17 @@ class PrimerConfig:
     """Settings of the primer chapter (one per profile; ``for_profile`` builds them)."""
 
     grid: str = "case5"
-    n_samples: int = 1000                        # AC-OPF records (loads x U(load_range), as in seed 000)
+    n_samples: int = 1000                        # AC-OPF records (loads x U(load_range), as in Hoseinpour & Dvorkin)
     load_range: tuple[float, float] = (0.8, 1.0)
     test_fraction: float = 0.2                   # records held out to judge samples against
-    T: int = 1000                                # diffusion steps, linear β 1e-4 -> 0.02 (seed 000)
-    width: int = 256                             # MLP width (seed 000: 500)
-    depth: int = 4                               # hidden layers (seed 000: 6)
+    T: int = 1000                                # diffusion steps, linear β 1e-4 -> 0.02 (Hoseinpour & Dvorkin)
+    width: int = 256                             # MLP width (Hoseinpour & Dvorkin: 500)
+    depth: int = 4                               # hidden layers (Hoseinpour & Dvorkin: 6)
     steps: int = 6000                            # optimiser steps
     batch_size: int = 500
     lr: float = 1e-3
     lr_decay_every: int = 1500                   # steps between learning-rate decays (x lr_decay)
-    lr_decay: float = 0.6                        # γ of seed 000
+    lr_decay: float = 0.6                        # γ of Hoseinpour & Dvorkin
     ema_decay: float | None = 0.999
     n_generate: int = 2000                       # samples drawn per sampler
     ddim_steps: tuple[int, ...] = (10, 20, 50, 100, 250)
@@ -75,7 +75,7 @@ class PrimerConfig:
 # ---------------------------------------------------------------------------------------- the chapter's tables
 def forward_imbalance(grid: Grid, x: np.ndarray, normaliser: Normaliser, schedule: Schedule,
                       timesteps: Sequence[int], seed: int = 0) -> pd.DataFrame:
-    """Mean nodal mismatch magnitude (p.u.) of real records noised to each t, de-normalised (seed 003, Fig. 1)."""
+    """Mean nodal mismatch magnitude (p.u.) of real records noised to each t, de-normalised (Wang et al., Fig. 1)."""
     g = torch.Generator().manual_seed(seed)
     z = normaliser(torch.as_tensor(x, dtype=torch.float64))
     rows = []

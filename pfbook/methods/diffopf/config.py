@@ -46,7 +46,7 @@ class DiffOPFConfig:
     T: int = 1000                                # linear β schedule (DDPM defaults)
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    width: int = 256                             # MLP denoiser (paper: not stated; seed 000 uses 500 x 6)
+    width: int = 256                             # MLP denoiser (paper: not stated; constrained diffusion uses 500 x 6)
     depth: int = 4
     prediction: str = "epsilon"                  # denoiser output; grids above LARGE_GRID buses: "epsilon_skip"
     steps: int = 8000                            # optimiser steps
