@@ -164,3 +164,12 @@ def test_papers_are_named_by_their_authors_not_by_a_file_number(where):
             if SEED_NAME.search(line):
                 hits.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()[:100]}")
     assert not hits, "cite the paper's authors (e.g. 'Hoseinpour & Dvorkin, eq. 15') instead of:\n" + "\n".join(hits)
+
+
+@pytest.mark.parametrize("notebook", sorted(BOOK.glob("*.ipynb")), ids=lambda p: p.name)
+def test_chapters_are_committed_without_outputs(notebook):
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    stale = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not stale, (f"{notebook.name}: cells {stale} carry outputs or execution counts; clear them "
+                       f"(jupyter nbconvert --clear-output --inplace {notebook.relative_to(ROOT)}): the book build "
+                       f"executes every chapter")
