@@ -1,6 +1,6 @@
-"""How close batched sampling and training with the seed-000 MLP come to the machine's matmul speed.
+"""How close batched sampling and training with the MLP of Hoseinpour & Dvorkin come to the machine's matmul speed.
 
-The MLP of seed 000 (input projection to 500, six hidden layers of 500, output projection) spends almost all
+The MLP of Hoseinpour & Dvorkin (input projection to 500, six hidden layers of 500, output projection) spends almost all
 its arithmetic in matrix products. For each data dimension and batch size this script measures, in one run:
 
 * the FLOP rate of batched sampling (``DDIMSampler`` with η = 1, so noise is drawn every step as in DDPM),

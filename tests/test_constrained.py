@@ -1,4 +1,4 @@
-"""The constrained-diffusion method (seed 000): Newton projection, residual, guidance effect, evaluation table."""
+"""The constrained-diffusion method (Hoseinpour & Dvorkin): Newton projection, residual, guidance effect, evaluation table."""
 import numpy as np
 import pytest
 import torch

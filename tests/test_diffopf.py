@@ -1,4 +1,4 @@
-"""DiffOPF (seed 004): grids, conditioning, DeepOPF, the metrics of eq. (21) and Tables I and II."""
+"""DiffOPF (Hoseinpour & Dvorkin): grids, conditioning, DeepOPF, the metrics of eq. (21) and Tables I and II."""
 import math
 import os
 from types import SimpleNamespace

@@ -32,13 +32,13 @@ def test_output_has_the_input_shape_for_scalar_and_batched_t(name):
     assert not torch.allclose(net(x, torch.tensor(900), cond), out_scalar)   # t matters
 
 
-def test_seed_000_mlp_has_the_paper_shape():
+def test_constrained_diffusion_mlp_has_the_paper_shape():
     net = MLPDenoiser(20)
     sizes = [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, torch.nn.Linear)]
     assert sizes == [(20, 500)] + [(500, 500)] * 6 + [(500, 20)]
 
 
-def test_seed_003_unet_mlp_has_the_paper_widths_and_skips():
+def test_physics_informed_unet_mlp_has_the_paper_widths_and_skips():
     net = UNetMLPDenoiser(60)
     assert [b.lin.out_features for b in [*net.down, net.mid, *net.up]] == [256, 128, 64, 32, 64, 128, 256]
     # up layers take the previous layer concatenated with the mirrored down layer

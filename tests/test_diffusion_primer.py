@@ -26,7 +26,7 @@ def test_profiles_are_valid_and_grow():
         c.train_config()                                   # validates the training settings
         assert all(s <= c.T for s in c.ddim_steps)
     assert cfgs[0].train.steps < cfgs[1].train.steps < cfgs[2].train.steps
-    assert (cfgs[2].width, cfgs[2].depth, cfgs[2].train.batch_size, cfgs[2].train.lr) == (500, 6, 500, 1e-4)  # Hoseinpour & Dvorkin
+    assert (cfgs[2].width, cfgs[2].depth, cfgs[2].train.batch_size, cfgs[2].train.lr) == (500, 6, 500, 1e-4)  # Hoseinpour & Dvorkin, Appendix A
     with pytest.raises(ValueError, match="unknown profile"):
         PrimerConfig.for_profile("fast")
 

@@ -252,7 +252,7 @@ def test_projection_onto_a_nonlinear_constraint_keeps_the_modes(ring, sampler):
 
 
 def test_observation_step_moves_toward_the_observation():
-    """The sign of seed 004's Alg. 3 is a typo: with + the step shrinks y - A x̂_0 (by 1 - λ|a|² here)."""
+    """The sign of DiffOPF's Alg. 3 (Hoseinpour & Dvorkin) is a typo: with + the step shrinks y - A x̂_0 (by 1 - λ|a|² here)."""
     x0 = torch.tensor([[1.0, 2.0, 3.0]])
     st = GuidanceState(x_t=torch.zeros(1, 3), t=10, t_prev=9, eps=torch.zeros(1, 3), x0=x0, schedule=SCHEDULE)
     a, y = torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([10.0])
@@ -291,7 +291,7 @@ def test_replacement_conditions_dependent_entries_and_resampling_helps(ring):
     """Fix x_1 = 2 (only the (2, 0) mode is there): x_2 moves toward 0, more so with RePaint resampling.
 
     Replacement conditions the free entries only through the noisy x_t the model sees, so it is a weak
-    conditioner for strongly dependent entries; that is what resampling (seed 002's R) is for.
+    conditioner for strongly dependent entries; that is what resampling (the R of Pei et al.) is for.
     """
     dm, _ = ring
     known = dm.normaliser(torch.tensor([[2.0, 0.0]], dtype=torch.float64)).float()

@@ -111,7 +111,7 @@ def test_extra_loss_hook_sees_the_step_and_changes_training():
         seen.append(ctx.step)
         assert ctx.x0_hat.shape == ctx.x0.shape == ctx.x_prev_mean().shape
         assert torch.allclose(ctx.denormalise(ctx.x0), ctx.normaliser.inverse(ctx.x0))
-        # a penalty in physical units, as seed 003's imbalance loss is
+        # a penalty in physical units, as the imbalance loss of Wang et al. is
         return {"phys": 0.1 * ctx.denormalise(ctx.x0_hat).mean(-1).abs().mean()}
 
     plain = _trainer(steps=10).train(progress=False)

@@ -1,4 +1,4 @@
-"""The physics-informed DDPM (seed 003): record layout, imbalance R, γ_T, learned schedule, physics loss, GAN, guidance."""
+"""The physics-informed DDPM (Wang, Upadhyay, Zaman & Srikantha): record layout, imbalance R, γ_T, learned schedule, physics loss, GAN, guidance."""
 from dataclasses import replace
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""TSDM (seed 002): windows, the eq. 36 metric, the trained prior's two stages, recover(), checkpoints, baselines."""
+"""TSDM (Pei, Wang, Shi & Wang): windows, the eq. 36 metric, the trained prior's two stages, recover(), checkpoints, baselines."""
 from dataclasses import replace
 
 import numpy as np

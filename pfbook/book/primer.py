@@ -3,7 +3,7 @@
 This module is part of the outer layer: it joins the power-system layer (datasets, the torch physics) with the
 diffusion core (which knows nothing of grids), so that the chapter stays a handful of calls.
 
-The data are AC-OPF solutions x = (p, q, v, θ) per bus (case5: 20 features), the setting of seed 000; the
+The data are AC-OPF solutions x = (p, q, v, θ) per bus (case5: 20 features), the setting of Hoseinpour & Dvorkin; the
 physics residual used to judge and to guide samples is the nodal mismatch of :func:`pfbook.power.physics.nodal_mismatch`
 in per unit, computed from de-normalised samples.
 """
@@ -26,7 +26,7 @@ from pfbook.methods.constrained.records import (FEATURES, RecordData, imbalance_
 
 PrimerData = RecordData
 
-#: the record layout of seed 000: net injections, voltage magnitude and angle at every bus
+#: the record layout of Hoseinpour & Dvorkin: net injections, voltage magnitude and angle at every bus
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,12 @@ class PrimerConfig(ChapterConfig):
     }
 
     grid: str = "case5"
-    n_samples: int = 1000                        # AC-OPF records (loads x U(load_range), as in seed 000)
+    n_samples: int = 1000                        # AC-OPF records (loads x U(load_range), as in Hoseinpour & Dvorkin)
     load_range: tuple[float, float] = (0.8, 1.0)
     test_fraction: float = 0.2                   # records held out to judge samples against
-    T: int = 1000                                # diffusion steps, linear β 1e-4 -> 0.02 (seed 000)
-    width: int = 256                             # MLP width (seed 000: 500)
-    depth: int = 4                               # hidden layers (seed 000: 6)
+    T: int = 1000                                # diffusion steps, linear β 1e-4 -> 0.02 (Hoseinpour & Dvorkin)
+    width: int = 256                             # MLP width (Hoseinpour & Dvorkin: 500)
+    depth: int = 4                               # hidden layers (Hoseinpour & Dvorkin: 6)
     # 6000 optimiser steps of 500 records, lr 1e-3 x γ = 0.6 (Hoseinpour & Dvorkin) every 1500 steps, EMA 0.999
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         steps=6000, batch_size=500, lr=1e-3, lr_decay_every=1500, lr_decay=0.6, ema_decay=0.999))

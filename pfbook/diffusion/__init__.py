@@ -3,8 +3,8 @@
 It sees tensors and callables only, never grids or power flows (those are composed in by the methods):
 
 * :mod:`~pfbook.diffusion.schedules` -- linear, cosine and learned noise schedules, q(x_t | x_0), posteriors;
-* :mod:`~pfbook.diffusion.denoisers` -- ε_θ(x_t, t, cond): the MLP of seed 000, the U-Net MLP of seed 003,
-  the conv U-Net of seed 002;
+* :mod:`~pfbook.diffusion.denoisers` -- ε_θ(x_t, t, cond): the MLP of Hoseinpour & Dvorkin, the U-Net MLP of Wang et al.,
+  the conv U-Net of Pei et al. (TSDM);
 * :mod:`~pfbook.diffusion.normalise` -- feature normalisers stored with the model;
 * :mod:`~pfbook.diffusion.training` -- Algorithm 1 with an extra-loss hook, EMA, checkpoints, resume;
 * :mod:`~pfbook.diffusion.samplers` -- DDPM, DDIM on subsequences, DDIM with TSDM's optimal variance;

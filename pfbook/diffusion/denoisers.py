@@ -11,12 +11,12 @@ the data, which the skip removes. ``t`` holds 0-based timestep indices (see
 :mod:`pfbook.diffusion.schedules`): a 0-d tensor or int applies one step to the whole batch (what samplers
 pass), a ``(B,)`` tensor one step per sample (what training passes).
 
-* :class:`MLPDenoiser` -- seed 000, Appendix A: input projection to 500, sinusoidal time embedding, six hidden
+* :class:`MLPDenoiser` -- Hoseinpour & Dvorkin, Appendix A: input projection to 500, sinusoidal time embedding, six hidden
   ReLU layers of 500, output projection to the data dimension (width and depth configurable).
-* :class:`UNetMLPDenoiser` -- seed 003, Sec. IV-B2: a U-shaped MLP with hidden widths
+* :class:`UNetMLPDenoiser` -- Wang et al., Sec. IV-B2: a U-shaped MLP with hidden widths
   [256, 128, 64, 32, 64, 128, 256], skip connections between mirrored layers, time embedding into every layer,
   attention units, and an optional sigmoid output.
-* :class:`ConvUNetDenoiser` -- seed 002, Sec. III-C and Fig. 3: a 2-D convolutional U-Net with residual and
+* :class:`ConvUNetDenoiser` -- Pei et al., Sec. III-C and Fig. 3: a 2-D convolutional U-Net with residual and
   attention blocks over M x T measurement matrices (Ho et al. 2020's design at small scale).
 
 :func:`build_denoiser` rebuilds any of them from ``model.config()``: that is how checkpoints store them.
@@ -82,9 +82,9 @@ def _int(name: str, v, low: int = 1) -> int:
     return v
 
 
-# ---------------------------------------------------------------------------------------- MLP (seed 000)
+# ---------------------------------------------------------------------------- MLP (Hoseinpour & Dvorkin)
 class MLPDenoiser(Denoiser):
-    """The MLP of seed 000, Appendix A (defaults: width 500, 6 hidden ReLU layers).
+    """The MLP of Hoseinpour & Dvorkin, Appendix A (defaults: width 500, 6 hidden ReLU layers).
 
     ``h = W_in x + emb(t) [+ W_c cond]``, then ``depth`` layers ``h = ReLU(W h + b)``, then ``W_out h``. The
     embedding is the plain sinusoid of width ``width`` added to the input projection, as the appendix
@@ -118,11 +118,11 @@ class MLPDenoiser(Denoiser):
         return self.out(h)
 
 
-# ---------------------------------------------------------------------------------------- U-Net MLP (seed 003)
+# ------------------------------------------------------------------------------------- U-Net MLP (Wang et al.)
 class AttentionUnit(nn.Module):
     """Feature-wise attention: ``h * sigmoid(W h + b)``, each unit weighting the hidden features.
 
-    Seed 003 names "attention units" without defining them; for a vector (not a sequence) the
+    Wang et al. name "attention units" without defining them; for a vector (not a sequence) the
     natural reading is a learned gate over features (squeeze-and-excitation style), used here.
     """
 
@@ -148,7 +148,7 @@ class _MLPBlock(nn.Module):
 
 
 class UNetMLPDenoiser(Denoiser):
-    """U-shaped MLP of seed 003: down layers, a bottleneck, up layers fed the mirrored down layer's output.
+    """U-shaped MLP of Wang et al.: down layers, a bottleneck, up layers fed the mirrored down layer's output.
 
     ``widths`` must have odd length: the first half are the down layers, the middle one the bottleneck,
     the rest the up layers (defaults [256, 128, 64, 32, 64, 128, 256] as in the paper). Up layer ``i``
@@ -206,7 +206,7 @@ class UNetMLPDenoiser(Denoiser):
         return torch.sigmoid(out) if self.output == "sigmoid" else out
 
 
-# ---------------------------------------------------------------------------------------- conv U-Net (seed 002)
+# -------------------------------------------------------------------------------------- conv U-Net (Pei et al.)
 def _groups(ch: int) -> int:
     return next(g for g in (8, 4, 2, 1) if ch % g == 0)
 
@@ -246,7 +246,7 @@ class AttentionBlock(nn.Module):
 
 
 class ConvUNetDenoiser(Denoiser):
-    """2-D U-Net over M x T measurement matrices (seed 002: residual and attention blocks, time embedding).
+    """2-D U-Net over M x T measurement matrices (Pei et al.: residual and attention blocks, time embedding).
 
     Input ``(B, M, T)`` (one channel) or ``(B, C, M, T)`` with ``channels=C``. Level ``i`` has
     ``base * mults[i]`` channels and ``n_res`` residual blocks; ``attention`` lists the levels with an

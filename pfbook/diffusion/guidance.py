@@ -10,15 +10,15 @@ updates the other and every sampler reads the same guided prediction.
 Kinds provided (compose them with :class:`Compose`):
 
 * :class:`GradientGuidance` -- x̂_0' = x̂_0 - λ_t ∇R(x̂_0) for any differentiable residual R
-  (seed 000, eq. 15 and Algorithm 3; Chung et al. 2022's manifold-constrained gradient);
+  (Hoseinpour & Dvorkin, eq. 15 and Algorithm 3; Chung et al. 2022's manifold-constrained gradient);
 * :class:`ProjectionGuidance` -- x̂_0' = x̂_0 - λ_t Jᵀ(J Jᵀ)⁻¹ H(x̂_0), the Gauss-Newton form of the same
   idea for a vector of constraints H(x) = 0 (the minimum-norm correction of the linearised constraints);
 * :class:`ObservationGuidance` -- x̂_0' = x̂_0 + λ Aᵀ(y - A x̂_0), a step of A x̂_0 toward an observation y
-  (DiffOPF, seed 004, Alg. 3; the paper prints a minus sign, a typo: only + moves A x̂_0 toward y);
+  (DiffOPF, Hoseinpour & Dvorkin, Alg. 3; the paper prints a minus sign, a typo: only + moves A x̂_0 toward y);
 * :class:`ReplacementGuidance` -- known entries of x̂_0 replaced, and re-noised to the next x_t
-  (inpainting: Lugmayr et al. 2022, RePaint; TSDM masked imputation, seed 002 eq. 34);
+  (inpainting: Lugmayr et al. 2022, RePaint; TSDM masked imputation, Pei et al. eq. 34);
 * :class:`NoiseCorrectionGuidance` -- ε̂ = ε_θ - ω sqrt(1 - ᾱ_t)(y_t - x_t) with y_t = sqrt(ᾱ_t) y_0 + sqrt(1 - ᾱ_t) ε_θ
-  (TSDM stage 1, seed 002 eq. 32-33);
+  (TSDM stage 1, Pei et al. eq. 32-33);
 * :class:`ClampGuidance` -- x̂_0 clipped into a box (e.g. [0, 1] for min-max-normalised data).
 """
 from __future__ import annotations
@@ -133,7 +133,7 @@ def ramp(lam_max: float, power: float = 1.0, lam_min: float = 0.0) -> Callable[[
 
 
 class GradientGuidance(Guidance):
-    """x̂_0' = x̂_0 - λ_t ∇_{x̂_0} R(x̂_0) (seed 000, eq. 15; Algorithm 3, line 4).
+    """x̂_0' = x̂_0 - λ_t ∇_{x̂_0} R(x̂_0) (Hoseinpour & Dvorkin, eq. 15; Algorithm 3, line 4).
 
     ``residual`` maps a batch of x̂_0 (model space) to one value per sample (or their sum); samples do not
     interact, so the gradient of the batch sum is each sample's own gradient. ``scale`` is λ: a number or a
@@ -183,7 +183,7 @@ class ProjectionGuidance(Guidance):
     sample (m backward passes). With λ = 1 this is the minimum-norm correction that zeroes the linearised H:
     for a linear H it is the exact projection (as :class:`ObservationGuidance` with default λ), and for a
     nonlinear H it converges in a few steps where a plain gradient step on ||H||² crawls along the
-    directions in which H is flat. It is the Newton form of seed 000's eq. 15; λ_t as in :class:`GradientGuidance`.
+    directions in which H is flat. It is the Newton form of Hoseinpour & Dvorkin's eq. 15; λ_t as in :class:`GradientGuidance`.
     """
 
     def __init__(self, constraint: Callable[[torch.Tensor], torch.Tensor], scale=1.0, damping: float = 1e-8,
@@ -218,7 +218,7 @@ class ProjectionGuidance(Guidance):
 
 
 class ObservationGuidance(Guidance):
-    """x̂_0' = x̂_0 + λ Aᵀ(y - A x̂_0): one gradient step of ½||y - A x||² (seed 004, Alg. 3, sign corrected).
+    """x̂_0' = x̂_0 + λ Aᵀ(y - A x̂_0): one gradient step of ½||y - A x||² (DiffOPF, Hoseinpour & Dvorkin, Alg. 3, sign corrected).
 
     ``A`` has shape (m, dim) and acts on flattened samples; ``y`` is (m,) or (B, m). The default λ is
     1/σ_max(A)², the largest step that never overshoots; for A with orthonormal rows it is 1 and the step
@@ -264,7 +264,7 @@ class ReplacementGuidance(Guidance):
 
     Before the step, x̂_0's known entries are replaced, so the step's mean uses them; after the step, the
     known entries of x_{t-1} are replaced by a fresh draw of q(x_{t-1} | x_0 = values), so known and generated
-    entries carry the same noise level (seed 002, eq. 34). At the final step the known entries are exact.
+    entries carry the same noise level (Pei et al., eq. 34). At the final step the known entries are exact.
     ``mask`` and ``values`` broadcast against the batch (one pattern for all, or one per sample).
     """
 
@@ -297,7 +297,7 @@ class ReplacementGuidance(Guidance):
 
 
 class NoiseCorrectionGuidance(Guidance):
-    """TSDM stage-1 correction (seed 002, eq. 32-33): ε̂ = ε_θ - ω sqrt(1 - ᾱ_t) (y_t - x_t).
+    """TSDM stage-1 correction (Pei et al., eq. 32-33): ε̂ = ε_θ - ω sqrt(1 - ᾱ_t) (y_t - x_t).
 
     With y_t = sqrt(ᾱ_t) y_0 + sqrt(1 - ᾱ_t) ε_θ this moves x̂_0 toward the measurement y_0 by
     ω (1 - ᾱ_t)(y_0 - x̂_0): strongly while the sample is noisy, hardly at all near the end, so the

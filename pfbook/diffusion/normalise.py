@@ -6,7 +6,7 @@ normalised space ``z = (x - shift) / scale`` and its checkpoint stores ``shift``
 
 * :meth:`Normaliser.standard` -- zero mean, unit standard deviation per feature;
 * :meth:`Normaliser.minmax` -- the data range (or given bounds, e.g. operating limits) onto [0, 1]
-  (seed 003 normalises to [0, 1] within the operating bounds and ends its network in a sigmoid).
+  (Wang et al. normalise to [0, 1] within the operating bounds and ends its network in a sigmoid).
 
 Features whose spread is below ``min_scale`` (a reference-bus angle, a generator pinned at a limit) get
 ``scale = min_scale`` rather than 1: they are constants, and a model error of 0.1 in normalised units must

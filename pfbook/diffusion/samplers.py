@@ -11,13 +11,13 @@ Every sampler runs the same loop (the diffusers form)::
 
 and knows nothing about what the data mean. The update rules:
 
-* :class:`DDPMSampler` -- Algorithm 2 of Ho et al. 2020 (seed 000, Alg. 2 / eq. 7): x_{t-1} = c_1 x̂_0 + c_2 x_t + σ_t z,
-  with σ_t² = β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t). Seed 000 writes σ_t = β̃_t; that is the variance, not the
+* :class:`DDPMSampler` -- Algorithm 2 of Ho et al. 2020 (Hoseinpour & Dvorkin, Alg. 2 / eq. 7): x_{t-1} = c_1 x̂_0 + c_2 x_t + σ_t z,
+  with σ_t² = β̃_t = β_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t). Hoseinpour & Dvorkin write σ_t = β̃_t; that is the variance, not the
   standard deviation, and this sampler uses it as the variance (``variance="beta"`` gives Ho's other choice β_t).
 * :class:`DDIMSampler` -- Song et al. 2021, eq. 12, on a subsequence τ of s steps:
   x_{τ_{i-1}} = sqrt(ᾱ_{τ_{i-1}}) x̂_0 + sqrt(1 - ᾱ_{τ_{i-1}} - σ²) ε̂ + σ z with
   σ² = η² (1 - ᾱ_{τ_{i-1}})/(1 - ᾱ_{τ_i}) (1 - ᾱ_{τ_i}/ᾱ_{τ_{i-1}}); η = 1 and s = T is exactly DDPM's posterior.
-* ``DDIMSampler(..., optimal_variance=ov)`` -- TSDM (seed 002, eq. 27-31 and Appendix B; Bao et al. 2022,
+* ``DDIMSampler(..., optimal_variance=ov)`` -- TSDM (Pei et al., eq. 27-31 and Appendix B; Bao et al. 2022,
   Analytic-DPM): x̂_0 is treated as uncertain with variance σ̄²_t = (1 - ᾱ_t)/ᾱ_t (1 - E||ε_θ(x_t, t)||²/d)
   (eq. 28), estimated once from data by :func:`estimate_optimal_variance`; the step adds Γ_t² σ̄²_t to its
   variance, Γ_t = sqrt(ᾱ_{τ_{i-1}}) - sqrt(1 - ᾱ_{τ_{i-1}} - σ²) sqrt(ᾱ_t / (1 - ᾱ_t)) (eq. 29; with η = 0 this is eq. 30).
@@ -87,7 +87,7 @@ class Sampler(abc.ABC):
 
         ``generator`` makes the draw reproducible (it must live on ``device``); ``x_T`` starts from given
         noise; ``resample`` > 1 re-noises x_{t-1} back to x_t and repeats the step (RePaint's resampling,
-        seed 002's R), which lets inpainted entries harmonise with the known ones; ``callback(state, x_prev)``
+        the R of Pei et al.), which lets inpainted entries harmonise with the known ones; ``callback(state, x_prev)``
         sees every step (for plots of the trajectory).
         """
         if resample < 1:
@@ -124,7 +124,7 @@ class Sampler(abc.ABC):
 
 
 class DDPMSampler(Sampler):
-    """Ancestral sampling through all T steps (Ho et al. 2020, Alg. 2; seed 000, Alg. 2 and 3)."""
+    """Ancestral sampling through all T steps (Ho et al. 2020, Alg. 2; Hoseinpour & Dvorkin, Alg. 2 and 3)."""
 
     def __init__(self, schedule: Schedule, variance: str = "posterior"):
         super().__init__(schedule)
@@ -216,7 +216,7 @@ def estimate_optimal_variance(model: Callable, schedule: Schedule, data: torch.T
                               generator: torch.Generator | None = None, estimator: str = "residual") -> OptimalVariance:
     """Estimate σ̄²_t = (1 - ᾱ_t)/ᾱ_t (1 - E_{x_t}||ε_θ(x_t, t)||²/d) (TSDM eq. 28) from model-space data.
 
-    Done once per trained model and stored (seed 002: "calculated based on normal dataset ... and saved
+    Done once per trained model and stored (Pei et al.: "calculated based on normal dataset ... and saved
     offline"). ``timesteps`` defaults to all T; ``n_samples`` limits how many data rows are noised per step.
 
     ``estimator="eq28"`` averages ||ε_θ||² as the paper writes. For the ideal ε_θ = E[ε | x_t] the same
@@ -259,7 +259,7 @@ class DDIMSampler(Sampler):
     """DDIM (Song et al. 2021) on a subsequence of ``steps`` timesteps, with stochasticity ``eta``.
 
     Give ``timesteps`` (descending, from 0..T-1) to choose the subsequence yourself. With
-    ``optimal_variance`` the step adds TSDM's Γ_t² σ̄²_t (seed 002, eq. 29-31) to its variance.
+    ``optimal_variance`` the step adds TSDM's Γ_t² σ̄²_t (Pei et al., eq. 29-31) to its variance.
     """
 
     def __init__(self, schedule: Schedule, steps: int | None = None, eta: float = 0.0, spacing: str = "uniform",

@@ -1,12 +1,12 @@
 """Noise schedules of the forward process q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I).
 
 A :class:`Schedule` is defined by ᾱ alone; β_t, α_t, the posterior q(x_{t-1} | x_t, x_0) (Ho et al. 2020,
-eq. 6-7) and Tweedie's estimate of x_0 (eq. 6 of Hoseinpour & Dvorkin, seed 000) are derived from it.
+eq. 6-7) and Tweedie's estimate of x_0 (eq. 6 of Hoseinpour & Dvorkin) are derived from it.
 Three ways to get one:
 
-* :func:`linear_betas` -- β linear from 1e-4 to 0.02 (Ho et al. 2020, Sec. 4; seed 000, Appendix A);
+* :func:`linear_betas` -- β linear from 1e-4 to 0.02 (Ho et al. 2020, Sec. 4; Hoseinpour & Dvorkin, Appendix A);
 * :func:`cosine_alpha_bar` -- ᾱ_t = f(t)/f(0), f(t) = cos²(π/2 (t/T + s)/(1 + s)) (Nichol & Dhariwal 2021, eq. 17);
-* :class:`LearnedSchedule` -- a network F_ω that maps a batch of data to one schedule (seed 003, Sec. III-B2),
+* :class:`LearnedSchedule` -- a network F_ω that maps a batch of data to one schedule (Wang et al., Sec. III-B2),
   fitted with :func:`fit_schedule` so that a statistic of x_t (the power imbalance there) follows a target.
 
 **Index convention.** Timesteps are 0-based as in diffusers and lucidrains: index ``t`` in ``0..T-1`` is the
@@ -170,7 +170,7 @@ class Schedule:
         return _sqrt(ab) * x0 + _sqrt(1 - ab) * noise
 
     def predict_x0(self, x_t: torch.Tensor, t: "int | torch.Tensor", eps: torch.Tensor) -> torch.Tensor:
-        """Tweedie's estimate x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) (seed 000, eq. 6)."""
+        """Tweedie's estimate x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) (Hoseinpour & Dvorkin, eq. 6)."""
         ab = self.at("alpha_bar", t, x_t)
         return (x_t - _sqrt(1 - ab) * eps) / _sqrt(ab)
 
@@ -185,7 +185,7 @@ class Schedule:
 
     def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor,
                     t: "int | torch.Tensor") -> tuple[torch.Tensor, "float | torch.Tensor"]:
-        """Mean and variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eq. 6-7; seed 000, eq. 7)."""
+        """Mean and variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eq. 6-7; Hoseinpour & Dvorkin, eq. 7)."""
         mean = self.at("posterior_mean_coef_x0", t, x_t) * x0 + self.at("posterior_mean_coef_xt", t, x_t) * x_t
         return mean, self.at("posterior_variance", t, x_t)
 
@@ -206,7 +206,7 @@ def make_schedule(name: str, T: int = 1000, **kwargs) -> Schedule:
 
 # ---------------------------------------------------------------------------------- learned schedule
 class LearnedSchedule(nn.Module):
-    """F_ω of seed 003 (Sec. III-B2, Fig. 2): a network mapping a batch of data x_0 to one schedule ᾱ_1..ᾱ_T.
+    """F_ω of Wang et al. (Sec. III-B2, Fig. 2): a network mapping a batch of data x_0 to one schedule ᾱ_1..ᾱ_T.
 
     Per sample the network outputs T + 1 unconstrained numbers: T logits whose softmax w (floored at
     a tiny positive share) splits a total depth D among the steps, and one that sets
@@ -275,7 +275,7 @@ class LearnedSchedule(nn.Module):
 def fit_schedule(net: LearnedSchedule, data: torch.Tensor, statistic: Callable[[torch.Tensor], torch.Tensor],
                  target: torch.Tensor, steps: int = 500, batch_size: int = 1024, lr: float = 1e-3,
                  seed: int = 0, progress: bool = False) -> list[float]:
-    """Auxiliary training of F_ω (seed 003, eq. 11): minimise Σ_t (mean_batch R(x_t) - γ_t)².
+    """Auxiliary training of F_ω (Wang et al., eq. 11): minimise Σ_t (mean_batch R(x_t) - γ_t)².
 
     γ_t is the *expected* statistic at step t, so the batch mean of R is compared with it. Squaring per
     sample instead would add Var[R(x_t)] to the loss, which the schedule could lower by adding less noise:

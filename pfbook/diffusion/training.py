@@ -1,9 +1,9 @@
-"""Training by ε-prediction (Algorithm 1 of Ho et al. 2020 and of seed 000), and checkpoints.
+"""Training by ε-prediction (Algorithm 1 of Ho et al. 2020 and of Hoseinpour & Dvorkin), and checkpoints.
 
 Each step draws a batch x_0, timesteps t ~ U{0..T-1} and noise ε, and takes an Adam step on
-``||ε - ε_θ(sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε, t)||²`` (seed 000, eq. 5) plus an optional extra loss
-(the physics loss L = L_DDPM + η L_R of seed 003, eq. 9). The learning rate is multiplied by γ every k steps
-(seed 000, Appendix A: γ = 0.6); an exponential moving average of the weights is optional.
+``||ε - ε_θ(sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε, t)||²`` (Hoseinpour & Dvorkin, eq. 5) plus an optional extra loss
+(the physics loss L = L_DDPM + η L_R of Wang et al., eq. 9). The learning rate is multiplied by γ every k steps
+(Hoseinpour & Dvorkin, Appendix A: γ = 0.6); an exponential moving average of the weights is optional.
 
 Reproducibility: the batch order is a permutation per epoch seeded by (seed, epoch), and t and ε are drawn
 from a generator re-seeded by (seed, step), so a run is a function of the seed alone, and a run resumed from
@@ -102,7 +102,7 @@ class Layout:
 # ---------------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of :class:`Trainer` (defaults: seed 000, Appendix A, at a CPU-sized step count).
+    """Hyperparameters of :class:`Trainer` (defaults: Hoseinpour & Dvorkin, Appendix A, at a CPU-sized step count).
 
     The paper trains 15 000 epochs of 10 batches of 500 with lr 1e-4 decayed by 0.6 "every 1500 steps";
     ``steps`` here are optimiser steps, so a chapter states which reading of "steps" it takes.
@@ -200,7 +200,7 @@ class LossContext:
     cond: torch.Tensor | None = None
 
     def x_prev_mean(self) -> torch.Tensor:
-        """The model's one-step reverse estimate x̂_{t-1}: the posterior mean given x̂_0 (seed 003's choice)."""
+        """The model's one-step reverse estimate x̂_{t-1}: the posterior mean given x̂_0 (the choice of Wang et al.)."""
         return self.schedule.q_posterior(self.x0_hat, self.x_t, self.t)[0]
 
     def denormalise(self, z: torch.Tensor) -> torch.Tensor:

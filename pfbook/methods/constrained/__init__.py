@@ -1,4 +1,4 @@
-"""Domain-constrained diffusion for power-flow records (Hoseinpour & Dvorkin, seed 000).
+"""Domain-constrained diffusion for power-flow records (Hoseinpour & Dvorkin).
 
 The package's public names are gathered here; each lives in the module of its concern.
 """

@@ -1,4 +1,4 @@
-"""Domain-constrained diffusion for power-flow records (Hoseinpour & Dvorkin, seed 000).
+"""Domain-constrained diffusion for power-flow records (Hoseinpour & Dvorkin).
 
 The method composes the power-system layer (:mod:`pfbook.power.physics`) with the diffusion core
 (:mod:`pfbook.diffusion`):

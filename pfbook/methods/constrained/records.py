@@ -1,8 +1,8 @@
 """AC-OPF records as diffusion-model data: the (p, q, v, θ) layout, its train/test split and its physics.
 
 Shared by the chapters that model power-flow records (the primer and the constrained-diffusion method):
-the record layout of seed 000 (every bus's p, q, v, θ), the nodal mismatch of records in physical units,
-and R_H / H of model-space samples for guidance (seed 000, eq. 8a-8b and 10).
+the record layout of Hoseinpour & Dvorkin (every bus's p, q, v, θ), the nodal mismatch of records in physical units,
+and R_H / H of model-space samples for guidance (Hoseinpour & Dvorkin, eq. 8a-8b and 10).
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def max_mismatch(grid: Grid, x) -> np.ndarray:
 
 def imbalance_residual(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64,
                        device: str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
-    """R_H(x̂_0) = Σ_b ΔP_b² + ΔQ_b² (seed 000, eq. 10) of model-space x̂_0, computed in per unit.
+    """R_H(x̂_0) = Σ_b ΔP_b² + ΔQ_b² (Hoseinpour & Dvorkin, eq. 10) of model-space x̂_0, computed in per unit.
 
     The de-normalisation happens inside, so :class:`~pfbook.diffusion.GradientGuidance` steps in model
     space on a residual in physical units. The physics runs in ``dtype`` (float64 by default: a float32

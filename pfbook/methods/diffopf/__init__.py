@@ -1,4 +1,4 @@
-"""DiffOPF: OPF warm starts sampled from a diffusion prior (Hoseinpour & Dvorkin, seed 004), against DeepOPF.
+"""DiffOPF: OPF warm starts sampled from a diffusion prior (Hoseinpour & Dvorkin), against DeepOPF.
 
 The package's public names are gathered here; each lives in the module of its concern.
 """

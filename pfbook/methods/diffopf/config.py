@@ -59,7 +59,7 @@ class DiffOPFConfig(ChapterConfig):
     T: int = 1000                                # linear β schedule (DDPM defaults)
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    width: int = 256                             # MLP denoiser (paper: not stated; seed 000 uses 500 x 6)
+    width: int = 256                             # MLP denoiser (paper: not stated; constrained diffusion uses 500 x 6)
     depth: int = 4
     prediction: str = "epsilon"                  # denoiser output; grids above LARGE_GRID buses: "epsilon_skip"
     # 8000 optimiser steps of 500 records, lr 1e-3 x 0.6 every 2000 steps, EMA 0.999 (DeepOPF uses its batch size)

@@ -1,4 +1,4 @@
-r"""DiffOPF: OPF warm starts sampled from a diffusion prior (Hoseinpour & Dvorkin, seed 004), against DeepOPF.
+r"""DiffOPF: OPF warm starts sampled from a diffusion prior (Hoseinpour & Dvorkin), against DeepOPF.
 
 The method composes the power-system layer with the diffusion core:
 

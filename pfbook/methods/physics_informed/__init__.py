@@ -1,4 +1,4 @@
-"""Physics-informed DDPM with a learned noise schedule (Wang, Upadhyay, Zaman & Srikantha, seed 003).
+"""Physics-informed DDPM with a learned noise schedule (Wang, Upadhyay, Zaman & Srikantha).
 
 The package's public names are gathered here; each lives in the module of its concern.
 """

@@ -15,7 +15,7 @@ from pfbook.power.physics import grid_tensors, injections, mismatch_magnitude, n
 from pfbook.methods.physics_informed.config import PhysicsInformedConfig
 
 
-#: Record layout (seed 003, Sec. IV-A): demand at load buses, voltage at every bus, generation per generator.
+#: Record layout (Wang et al., Sec. IV-A): demand at load buses, voltage at every bus, generation per generator.
 FEATURES = ("pd", "qd", "v", "theta", "pg", "qg")
 
 
@@ -74,7 +74,7 @@ def operating_bounds(grid: Grid, load_range: tuple[float, float], theta: np.ndar
 
 
 def make_normaliser(low: np.ndarray, high: np.ndarray) -> Normaliser:
-    """The bounds onto [0, 1] per feature (seed 003: the sigmoid output is de-normalised into C1-C4)."""
+    """The bounds onto [0, 1] per feature (Wang et al.: the sigmoid output is de-normalised into C1-C4)."""
     return Normaliser.minmax(low=low, high=high)
 
 

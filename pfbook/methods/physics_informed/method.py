@@ -1,4 +1,4 @@
-"""Physics-informed DDPM with a learned noise schedule (Wang, Upadhyay, Zaman & Srikantha, seed 003).
+"""Physics-informed DDPM with a learned noise schedule (Wang, Upadhyay, Zaman & Srikantha).
 
 The method composes the power-system layer (:mod:`pfbook.power.physics`) with the diffusion core
 (:mod:`pfbook.diffusion`):
@@ -16,9 +16,9 @@ The method composes the power-system layer (:mod:`pfbook.power.physics`) with th
 * **physics-informed training** -- L = L_DDPM + η max(R(x̂_{t-1}) - γ_{t-1}, 0) (eq. 8-9) through the core
   trainer's extra-loss hook (:func:`physics_loss`), with the U-Net MLP of Sec. IV-B2 ending in a sigmoid;
 * **baselines** -- DDPM without physics, DDPM + physics with the original schedule and a physics-informed GAN of
-  comparable size (:func:`train_gan`); :func:`evaluate` builds Table I with the numbers the paper leaves out
+  comparable size (:func:`train_gan`); :func:`~pfbook.methods.physics_informed.metrics.evaluate` builds Table I with the numbers the paper leaves out
   (share within C1-C4 and C6, distances to held-out records);
-* **beyond the paper** -- seed 000's idea at sampling time on top of the physics-informed model: a Gauss-Newton
+* **beyond the paper** -- Hoseinpour & Dvorkin's idea at sampling time on top of the physics-informed model: a Gauss-Newton
   projection of x̂_0 onto the power-flow equations over the last reverse steps, taken in logit space so that it
   stays within C1-C4 (:func:`projection_guidance`).
 """
@@ -111,7 +111,7 @@ def last_step(reverse: Mapping[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-# ---------------------------------------------------------------------------------------- seed 000's guidance
+# ---------------------------------------------------------------------------- Hoseinpour & Dvorkin's guidance
 class LogitProjection(Guidance):
     """x̂_0 projected onto C5 (ΔP = ΔQ = 0) in logit space: u = logit(x̂_0), u' = u - λ Jᵀ(J Jᵀ)⁻¹ H(sigmoid(u)).
 
@@ -139,7 +139,7 @@ class LogitProjection(Guidance):
 
 
 def projection_guidance(cfg: PhysicsInformedConfig, grid: Grid, normaliser: Normaliser) -> LogitProjection:
-    """Seed 000's sampling-time correction on this model: over the last ``guidance_last`` share of the reverse
+    """Hoseinpour & Dvorkin's sampling-time correction on this model: over the last ``guidance_last`` share of the reverse
     steps, ``guidance_inner_steps`` Gauss-Newton steps of x̂_0 onto C5 in logit space (:class:`LogitProjection`)."""
     last = max(1, int(round(cfg.guidance_last * cfg.T)))
 

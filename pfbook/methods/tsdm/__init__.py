@@ -1,4 +1,4 @@
-"""TSDM: two-stage diffusion recovery of attacked and lost measurements (Pei, Wang, Shi & Wang, seed 002).
+"""TSDM: two-stage diffusion recovery of attacked and lost measurements (Pei, Wang, Shi & Wang).
 
 The package's public names are gathered here; each lives in the module of its concern.
 """

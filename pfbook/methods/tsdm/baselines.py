@@ -1,4 +1,4 @@
-"""The four recovery methods TSDM is compared with (seed 002, Tables I and III), each a real model on the same windows.
+"""The four recovery methods TSDM is compared with (Pei et al., Tables I and III), each a real model on the same windows.
 
 Every baseline is fitted on clean training windows ``(n, M, T)`` in physical units, standardises each channel
 with the training mean and standard deviation, and is then called as ``method(y, mask)``: ``y`` the corrupted

@@ -1,4 +1,4 @@
-"""TSDM: two-stage diffusion recovery of attacked and lost measurements (Pei, Wang, Shi & Wang, seed 002).
+"""TSDM: two-stage diffusion recovery of attacked and lost measurements (Pei, Wang, Shi & Wang).
 
 The method composes the measurement layer (:mod:`pfbook.power.measurements`, :mod:`pfbook.power.pmu`,
 :mod:`pfbook.power.corruptions`) with the diffusion core (:mod:`pfbook.diffusion`):
