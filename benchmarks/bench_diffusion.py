@@ -17,6 +17,7 @@ are the best of several runs (the least disturbed by other work on the machine).
     python benchmarks/bench_diffusion.py                    # CPU, all threads and 1 thread
     python benchmarks/bench_diffusion.py --device cuda      # GPU (add --compile / --cuda-graphs to try them)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,10 @@ def _best_time(fn, device: torch.device, repeats: int, min_seconds: float = 0.3)
 
 def matmul_ceiling(products: list[tuple[int, int, int]], device: torch.device, repeats: int) -> float:
     """FLOP/s of torch.mm over the list of (m, k, n) products, run back to back into preallocated outputs."""
-    ops = [(torch.randn(m, k, device=device), torch.randn(k, n, device=device), torch.empty(m, n, device=device))
-           for m, k, n in products]
+    ops = [
+        (torch.randn(m, k, device=device), torch.randn(k, n, device=device), torch.empty(m, n, device=device))
+        for m, k, n in products
+    ]
     flops = sum(2.0 * m * k * n for m, k, n in products)
 
     def run():
@@ -84,13 +87,14 @@ def sampling_products(dim: int, batch: int, steps: int) -> list[tuple[int, int, 
 
 def training_products(dim: int, batch: int) -> list[tuple[int, int, int]]:
     fwd = [(batch, i, o) for i, o in layer_shapes(dim)]
-    grad_w = [(i, batch, o) for i, o in layer_shapes(dim)]                 # xᵀ · δ
-    grad_x = [(batch, o, i) for i, o in layer_shapes(dim)[1:]]             # δ · Wᵀ
+    grad_w = [(i, batch, o) for i, o in layer_shapes(dim)]  # xᵀ · δ
+    grad_x = [(batch, o, i) for i, o in layer_shapes(dim)[1:]]  # δ · Wᵀ
     return fwd + grad_w + grad_x
 
 
-def bench_sampling(dim: int, batch: int, steps: int, device: torch.device, repeats: int, compile_: bool,
-                   cuda_graphs: bool) -> float:
+def bench_sampling(
+    dim: int, batch: int, steps: int, device: torch.device, repeats: int, compile_: bool, cuda_graphs: bool
+) -> float:
     torch.manual_seed(0)
     model = MLPDenoiser(dim, WIDTH, DEPTH).to(device).eval()
     net = model
@@ -118,8 +122,9 @@ def main(argv=None) -> None:
     ap.add_argument("--dims", type=int, nargs="+", default=[20, 236])
     ap.add_argument("--sample-batches", type=int, nargs="+", default=[256, 1024, 4096, 16384])
     ap.add_argument("--train-batches", type=int, nargs="+", default=[500, 4096])
-    ap.add_argument("--threads", type=int, nargs="+", default=None,
-                    help="CPU thread counts to measure (default: all cores, then 1)")
+    ap.add_argument(
+        "--threads", type=int, nargs="+", default=None, help="CPU thread counts to measure (default: all cores, then 1)"
+    )
     ap.add_argument("--steps", type=int, default=10, help="denoising steps per sampling run")
     ap.add_argument("--train-steps", type=int, default=10, help="optimiser steps per training run")
     ap.add_argument("--repeats", type=int, default=3)
@@ -131,9 +136,11 @@ def main(argv=None) -> None:
     threads = list(dict.fromkeys(threads))
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"torch {torch.__version__}, device {device} ({name}), CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, float32, MLP {WIDTH}x{DEPTH}"
-          + (", torch.compile" + (" + CUDA graphs" if args.cuda_graphs else "") if args.compile else ""))
+    print(
+        f"torch {torch.__version__}, device {device} ({name}), CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, float32, MLP {WIDTH}x{DEPTH}"
+        + (", torch.compile" + (" + CUDA graphs" if args.cuda_graphs else "") if args.compile else "")
+    )
     header = f"{'threads':>7} {'phase':>8} {'dim':>4} {'batch':>6} {'GFLOP/s':>9} {'matmul GFLOP/s':>15} {'ratio':>6}"
     print(header)
     print("-" * len(header))
@@ -144,13 +151,17 @@ def main(argv=None) -> None:
             for b in args.sample_batches:
                 got = bench_sampling(dim, b, args.steps, device, args.repeats, args.compile, args.cuda_graphs)
                 ceil = matmul_ceiling(sampling_products(dim, b, args.steps), device, args.repeats)
-                print(f"{th:>7} {'sample':>8} {dim:>4} {b:>6} {got / 1e9:>9.1f} {ceil / 1e9:>15.1f} {got / ceil:>6.2f}",
-                      flush=True)
+                print(
+                    f"{th:>7} {'sample':>8} {dim:>4} {b:>6} {got / 1e9:>9.1f} {ceil / 1e9:>15.1f} {got / ceil:>6.2f}",
+                    flush=True,
+                )
             for b in args.train_batches:
                 got = bench_training(dim, b, args.train_steps, device, args.repeats)
                 ceil = matmul_ceiling(training_products(dim, b) * args.train_steps, device, args.repeats)
-                print(f"{th:>7} {'train':>8} {dim:>4} {b:>6} {got / 1e9:>9.1f} {ceil / 1e9:>15.1f} {got / ceil:>6.2f}",
-                      flush=True)
+                print(
+                    f"{th:>7} {'train':>8} {dim:>4} {b:>6} {got / 1e9:>9.1f} {ceil / 1e9:>15.1f} {got / ceil:>6.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ by default, as a CPU worker of the book build runs. Usage::
     python benchmarks/bench_loadflow.py                          # case118, 250 warm starts
     python benchmarks/bench_loadflow.py --grid case57 --batch 500 --threads 2 --workers 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,47 +51,61 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
 
     pg, qg, pd, qd = warm_starts(args.grid, args.batch, args.noise, args.seed)
-    print(f"torch {torch.__version__}, CPU ({platform.processor() or platform.machine()}), {args.threads} thread(s); "
-          f"{args.grid}, {args.batch} warm starts (test records, noise {args.noise}, seed {args.seed})")
+    print(
+        f"torch {torch.__version__}, CPU ({platform.processor() or platform.machine()}), {args.threads} thread(s); "
+        f"{args.grid}, {args.batch} warm starts (test records, noise {args.noise}, seed {args.seed})"
+    )
     results = {}
     for backend in args.backends:
         t0 = time.perf_counter()
         lf = LoadFlowProblem(args.grid, backend=backend)
         setup = time.perf_counter() - t0
         results[backend] = (lf.solve(pg, qg, pd, qd), setup)
-        if backend == "sparse":   # the Levenberg-Marquardt stage run to the end of every weight, as before 1e-6
+        if backend == "sparse":  # the Levenberg-Marquardt stage run to the end of every weight, as before 1e-6
             results["sparse, careful LM"] = (lf.solve(pg, qg, pd, qd, lm_stall=1e-10), setup)
         workers = worker_count(args.workers, args.batch)
         if workers > 1:
             results[f"{backend}, {workers} workers"] = (lf.solve(pg, qg, pd, qd, workers=workers), setup)
 
-    header = (f"{'backend':>18} {'s/batch':>9} {'ms/warm start':>14} {'setup s':>8} {'failed':>7} {'retried':>8} "
-              f"{'median iters':>13}")
+    header = (
+        f"{'backend':>18} {'s/batch':>9} {'ms/warm start':>14} {'setup s':>8} {'failed':>7} {'retried':>8} "
+        f"{'median iters':>13}"
+    )
     print(header)
     print("-" * len(header))
     for backend, (r, setup) in results.items():
-        print(f"{backend:>18} {r.seconds:>9.2f} {1e3 * r.seconds / args.batch:>14.1f} {setup:>8.2f} {r.n_failed:>7d} "
-              f"{r.retried:>8d} {np.median(r.iterations):>13.0f}")
+        print(
+            f"{backend:>18} {r.seconds:>9.2f} {1e3 * r.seconds / args.batch:>14.1f} {setup:>8.2f} {r.n_failed:>7d} "
+            f"{r.retried:>8d} {np.median(r.iterations):>13.0f}"
+        )
     if "sparse, careful LM" in results:
         (q, _), (c, _) = results["sparse"], results["sparse, careful LM"]
         both = q.converged & c.converged
-        print(f"LM stall 1e-6 against 1e-10 (sparse): {c.seconds / q.seconds:.2f}x faster; largest |Δpg| over "
-              f"{int(both.sum())} warm starts {float(np.abs(q.pg - c.pg)[both].max(initial=0.0)):.1e}")
+        print(
+            f"LM stall 1e-6 against 1e-10 (sparse): {c.seconds / q.seconds:.2f}x faster; largest |Δpg| over "
+            f"{int(both.sum())} warm starts {float(np.abs(q.pg - c.pg)[both].max(initial=0.0)):.1e}"
+        )
     for backend in args.backends:
         split = next((k for k in results if k.startswith(f"{backend}, ") and k.endswith("workers")), None)
         if split:
             (a, _), (b, _) = results[backend], results[split]
-            print(f"{split} against one process ({backend}): {a.seconds / b.seconds:.2f}x faster; same converged "
-                  f"flags: {np.array_equal(a.converged, b.converged)}; largest |Δpg| "
-                  f"{float(np.abs(a.pg - b.pg)[a.converged & b.converged].max(initial=0.0)):.1e}")
+            print(
+                f"{split} against one process ({backend}): {a.seconds / b.seconds:.2f}x faster; same converged "
+                f"flags: {np.array_equal(a.converged, b.converged)}; largest |Δpg| "
+                f"{float(np.abs(a.pg - b.pg)[a.converged & b.converged].max(initial=0.0)):.1e}"
+            )
     if "dense" in results and "sparse" in results:
         (a, _), (b, _) = results["dense"], results["sparse"]
         both = a.converged & b.converged
-        diff = {key: float(np.abs(getattr(a, key) - getattr(b, key))[both].max(initial=0.0))
-                for key in ("pg", "qg", "v", "theta")}
-        print(f"speed-up sparse/dense: {a.seconds / b.seconds:.1f}x; same converged flags: "
-              f"{np.array_equal(a.converged, b.converged)}; largest |dense - sparse| over {int(both.sum())} "
-              "warm starts solved by both: " + ", ".join(f"{k} {v:.1e}" for k, v in diff.items()))
+        diff = {
+            key: float(np.abs(getattr(a, key) - getattr(b, key))[both].max(initial=0.0))
+            for key in ("pg", "qg", "v", "theta")
+        }
+        print(
+            f"speed-up sparse/dense: {a.seconds / b.seconds:.1f}x; same converged flags: "
+            f"{np.array_equal(a.converged, b.converged)}; largest |dense - sparse| over {int(both.sum())} "
+            "warm starts solved by both: " + ", ".join(f"{k} {v:.1e}" for k, v in diff.items())
+        )
 
 
 if __name__ == "__main__":

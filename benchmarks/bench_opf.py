@@ -18,6 +18,7 @@ Usage::
 
     python benchmarks/bench_opf.py --grids case14 case57 case118 --samples 20 --seed 0
 """
+
 from __future__ import annotations
 
 import os
@@ -65,10 +66,15 @@ def bench_grid(name: str, samples: int, seed: int, lo: float, hi: float) -> dict
             costs.append(r.cost if r.success else np.nan)
             its.append(r.iterations)
             fails += not r.success
-        res[mode] = {"cpu_s": time.process_time() - t0, "wall_s": time.perf_counter() - w0,
-                     "cost": np.array(costs), "iters": np.array(its), "fails": fails}
+        res[mode] = {
+            "cpu_s": time.process_time() - t0,
+            "wall_s": time.perf_counter() - w0,
+            "cost": np.array(costs),
+            "iters": np.array(its),
+            "fails": fails,
+        }
 
-    pypower_runopf(grid)                                # warm-up: imports, first-call overheads
+    pypower_runopf(grid)  # warm-up: imports, first-call overheads
     costs, its, fails = [], [], 0
     t0, w0 = time.process_time(), time.perf_counter()
     for pd, qd in loads:
@@ -77,8 +83,13 @@ def bench_grid(name: str, samples: int, seed: int, lo: float, hi: float) -> dict
         costs.append(float(r["f"]) if ok else np.nan)
         its.append(int(r["raw"]["output"]["iterations"]))
         fails += not ok
-    res["pypower"] = {"cpu_s": time.process_time() - t0, "wall_s": time.perf_counter() - w0,
-                      "cost": np.array(costs), "iters": np.array(its), "fails": fails}
+    res["pypower"] = {
+        "cpu_s": time.process_time() - t0,
+        "wall_s": time.perf_counter() - w0,
+        "cost": np.array(costs),
+        "iters": np.array(its),
+        "fails": fails,
+    }
     return res
 
 
@@ -88,10 +99,12 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def print_table(rows: list[dict], file=sys.stdout) -> None:
-    hdr = (f"{'grid':<24} {'N':>4} | {'pfbook warm':>11} {'it':>5} {'fail':>4} | {'from nominal':>12} {'it':>5} | "
-           f"{'pfbook cold':>11} {'it':>5} "
-           f"{'fail':>4} | {'PYPOWER':>8} {'it':>5} {'fail':>4} | {'warm/PP':>7} {'nom/PP':>7} {'cold/PP':>7} | "
-           f"{'max rel dcost':>13} | {'setup':>7}")
+    hdr = (
+        f"{'grid':<24} {'N':>4} | {'pfbook warm':>11} {'it':>5} {'fail':>4} | {'from nominal':>12} {'it':>5} | "
+        f"{'pfbook cold':>11} {'it':>5} "
+        f"{'fail':>4} | {'PYPOWER':>8} {'it':>5} {'fail':>4} | {'warm/PP':>7} {'nom/PP':>7} {'cold/PP':>7} | "
+        f"{'max rel dcost':>13} | {'setup':>7}"
+    )
     print(hdr, file=file)
     print("-" * len(hdr), file=file)
     for r in rows:
@@ -99,26 +112,41 @@ def print_table(rows: list[dict], file=sys.stdout) -> None:
         w, m, c, p = r["warm"], r["nominal"], r["cold"], r["pypower"]
         rate = {k: n / r[k]["cpu_s"] for k in ("warm", "nominal", "cold", "pypower")}
         dcost = max(_rel(w["cost"], p["cost"]), _rel(m["cost"], p["cost"]), _rel(c["cost"], p["cost"]))
-        print(f"{r['grid']:<24} {n:>4} | {rate['warm']:>9.1f}/s {w['iters'].mean():>5.1f} {w['fails']:>4} | "
-              f"{rate['nominal']:>10.1f}/s {m['iters'].mean():>5.1f} | "
-              f"{rate['cold']:>9.1f}/s {c['iters'].mean():>5.1f} {c['fails']:>4} | "
-              f"{rate['pypower']:>6.1f}/s {p['iters'].mean():>5.1f} {p['fails']:>4} | "
-              f"{rate['warm'] / rate['pypower']:>6.1f}x {rate['nominal'] / rate['pypower']:>6.1f}x "
-              f"{rate['cold'] / rate['pypower']:>6.1f}x | "
-              f"{dcost:>13.1e} | {r['setup_s'] * 1e3:>5.0f}ms", file=file)
-    print("\nsolves/s per core from process CPU time (BLAS/OpenMP limited to 1 thread); 'it': mean Ipopt / "
-          "PIPS iterations; 'warm': from the optimum at the centre of the load range (the dataset generator's "
-          "start), 'from nominal': from the nominal-load optimum; 'max rel dcost': largest |cost - cost_PYPOWER| / "
-          "cost_PYPOWER over the pfbook modes and all samples; 'setup': pfbook solver construction + reference "
-          "solve (once per worker).",
-          file=file)
+        print(
+            f"{r['grid']:<24} {n:>4} | {rate['warm']:>9.1f}/s {w['iters'].mean():>5.1f} {w['fails']:>4} | "
+            f"{rate['nominal']:>10.1f}/s {m['iters'].mean():>5.1f} | "
+            f"{rate['cold']:>9.1f}/s {c['iters'].mean():>5.1f} {c['fails']:>4} | "
+            f"{rate['pypower']:>6.1f}/s {p['iters'].mean():>5.1f} {p['fails']:>4} | "
+            f"{rate['warm'] / rate['pypower']:>6.1f}x {rate['nominal'] / rate['pypower']:>6.1f}x "
+            f"{rate['cold'] / rate['pypower']:>6.1f}x | "
+            f"{dcost:>13.1e} | {r['setup_s'] * 1e3:>5.0f}ms",
+            file=file,
+        )
+    print(
+        "\nsolves/s per core from process CPU time (BLAS/OpenMP limited to 1 thread); 'it': mean Ipopt / "
+        "PIPS iterations; 'warm': from the optimum at the centre of the load range (the dataset generator's "
+        "start), 'from nominal': from the nominal-load optimum; 'max rel dcost': largest |cost - cost_PYPOWER| / "
+        "cost_PYPOWER over the pfbook modes and all samples; 'setup': pfbook solver construction + reference "
+        "solve (once per worker).",
+        file=file,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--grids", nargs="+", default=["case14", "case57", "case118", "pglib_opf_case5_pjm",
-                                                  "pglib_opf_case14_ieee", "pglib_opf_case24_ieee_rts",
-                                                  "pglib_opf_case118_ieee"])
+    ap.add_argument(
+        "--grids",
+        nargs="+",
+        default=[
+            "case14",
+            "case57",
+            "case118",
+            "pglib_opf_case5_pjm",
+            "pglib_opf_case14_ieee",
+            "pglib_opf_case24_ieee_rts",
+            "pglib_opf_case118_ieee",
+        ],
+    )
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--low", type=float, default=0.8, help="lower end of the per-load factor (default 0.8)")

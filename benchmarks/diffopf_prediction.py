@@ -7,6 +7,7 @@ mean over test loads of the best optimality gap, next to DeepOPF's on the same l
 
     python benchmarks/diffopf_prediction.py --grid case118            # about 10 min on one CPU core
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,16 +29,21 @@ def main() -> None:
 
     cfg = do.DiffOPFConfig.for_profile(args.profile, grid=args.grid, device=args.device)
     data = do.load_records(cfg, progress=True)
-    loads = data.test_loads()[:cfg.n_test]
+    loads = data.test_loads()[: cfg.n_test]
     deep, _ = do.train_deepopf(cfg, data)
     y = deep.predict(loads)
-    ev = do.evaluate_warm_starts(data.grid, data.test, y[:, None, :data.n_gen], y[:, None, data.n_gen:],
-                                 device=cfg.device)
-    print(f"{args.grid}, {args.profile} sizes: {cfg.train.steps} training steps, {len(loads)} test loads, "
-          f"{cfg.n_draw} draws each, {cfg.sampler}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    ev = do.evaluate_warm_starts(
+        data.grid, data.test, y[:, None, : data.n_gen], y[:, None, data.n_gen :], device=cfg.device
+    )
+    print(
+        f"{args.grid}, {args.profile} sizes: {cfg.train.steps} training steps, {len(loads)} test loads, "
+        f"{cfg.n_draw} draws each, {cfg.sampler}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"{'model':<22}{'mean best gap %':>16}{'median gap %':>14}{'converged':>11}{'train s':>9}")
-    print(f"{'DeepOPF':<22}{np.nanmean(ev['gap_pct']):>16.3f}{np.nanmedian(ev['gap_pct']):>14.3f}"
-          f"{ev['converged'].mean():>11.3f}{'':>9}")
+    print(
+        f"{'DeepOPF':<22}{np.nanmean(ev['gap_pct']):>16.3f}{np.nanmedian(ev['gap_pct']):>14.3f}"
+        f"{ev['converged'].mean():>11.3f}{'':>9}"
+    )
     for prediction in ("epsilon", "epsilon_skip"):
         c = replace(cfg, prediction=prediction)
         t0 = time.perf_counter()
@@ -46,8 +52,10 @@ def main() -> None:
         pg, qg, _ = do.sample_dispatch(c, prior, data, loads)
         ev = do.evaluate_warm_starts(data.grid, data.test, pg, qg, device=c.device)
         best = np.nanmin(ev["gap_pct"], axis=1)
-        print(f"{'DiffOPF, ' + prediction:<22}{np.nanmean(best):>16.3f}{np.nanmedian(ev['gap_pct']):>14.3f}"
-              f"{ev['converged'].mean():>11.3f}{seconds:>9.0f}")
+        print(
+            f"{'DiffOPF, ' + prediction:<22}{np.nanmean(best):>16.3f}{np.nanmedian(ev['gap_pct']):>14.3f}"
+            f"{ev['converged'].mean():>11.3f}{seconds:>9.0f}"
+        )
 
 
 if __name__ == "__main__":

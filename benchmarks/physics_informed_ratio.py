@@ -18,6 +18,7 @@ CPU; ``--jobs 2`` trains the two models of a run in two processes at once::
 Without ``--runs`` the ``default`` profile runs the three pairs above and any other profile its own records and
 steps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from pfbook.methods import physics_informed as pi
 from pfbook.book.cli import parse_settings
 from pfbook.config import apply_overrides, check_profile
+from pfbook.methods import physics_informed as pi
 
 DEFAULT_RUNS = [(4000, 3000), (16000, 3000), (16000, 6000)]
 
@@ -51,21 +52,31 @@ def train_and_draw(cfg: pi.PhysicsInformedConfig, model: str, samples: int) -> d
     schedule = pi.learn_schedule(cfg, data, gT)[0] if physics else pi.original_schedule(cfg)
     dm, _ = pi.train_ddpm(cfg, data, schedule, physics=physics, gT=gT)
     x, _ = dm.draw(samples, seed=cfg.seed)
-    return {"R": float(pi.imbalance(data.grid, torch.as_tensor(x)).mean()),
-            "W1/σ": pi.distances(x, data.test)["W1/σ"]}
+    return {"R": float(pi.imbalance(data.grid, torch.as_tensor(x)).mean()), "W1/σ": pi.distances(x, data.test)["W1/σ"]}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", default="case14")
     ap.add_argument("--profile", default="default", help="the chapter's profile the runs start from")
-    ap.add_argument("--runs", nargs="+", type=pair, default=None,
-                    help="RECORDS:STEPS pairs (the default profile is 16000:3000)")
+    ap.add_argument(
+        "--runs", nargs="+", type=pair, default=None, help="RECORDS:STEPS pairs (the default profile is 16000:3000)"
+    )
     ap.add_argument("--samples", type=int, default=1000, help="samples drawn from each model")
-    ap.add_argument("--jobs", type=int, choices=(1, 2), default=1,
-                    help="processes: 2 trains the two models of a run at once (one thread each)")
-    ap.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
-                    help="other settings of the chapter's configuration, e.g. schedule_batch=1024")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="processes: 2 trains the two models of a run at once (one thread each)",
+    )
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="other settings of the chapter's configuration, e.g. schedule_batch=1024",
+    )
     args = ap.parse_args(argv)
     profile = check_profile(args.profile)
     settings = parse_settings(args.set)
@@ -74,8 +85,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
 
     changed = ", ".join(f"{k}={v}" for k, v in settings.items()) or "nothing else"
-    print(f"{args.grid}: mean R (p.u.) of {args.samples} DDPM samples, {profile} profile otherwise "
-          f"({changed} changed)")
+    print(f"{args.grid}: mean R (p.u.) of {args.samples} DDPM samples, {profile} profile otherwise ({changed} changed)")
     header = f"{'records':>8} {'steps':>6} {'no physics':>11} {'proposed':>9} {'ratio':>6} {'W1/σ prop.':>10} {'s':>5}"
     print(header)
     print("-" * len(header))
@@ -88,13 +98,16 @@ def main(argv=None) -> None:
             if pool is None:
                 out = {m: train_and_draw(cfg, m, args.samples) for m in models}
             else:
-                pi.load_data(cfg)                # generate the records once, before both workers read them
+                pi.load_data(cfg)  # generate the records once, before both workers read them
                 futures = {m: pool.submit(train_and_draw, cfg, m, args.samples) for m in models}
                 out = {m: f.result() for m, f in futures.items()}
             R = {m: out[m]["R"] for m in models}
-            print(f"{n:>8} {steps:>6} {R['no physics']:>11.4g} {R['proposed']:>9.4g} "
-                  f"{R['no physics'] / R['proposed']:>6.2f} {out['proposed']['W1/σ']:>10.3g} "
-                  f"{time.perf_counter() - t0:>5.0f}", flush=True)
+            print(
+                f"{n:>8} {steps:>6} {R['no physics']:>11.4g} {R['proposed']:>9.4g} "
+                f"{R['no physics'] / R['proposed']:>6.2f} {out['proposed']['W1/σ']:>10.3g} "
+                f"{time.perf_counter() - t0:>5.0f}",
+                flush=True,
+            )
     finally:
         if pool is not None:
             pool.shutdown()

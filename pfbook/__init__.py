@@ -4,6 +4,7 @@ Layers (lower never imports higher): power systems (:mod:`pfbook.power.grids`, :
 :mod:`pfbook.power.opf`, :mod:`pfbook.power.datasets`), the diffusion core, the methods, evaluation, and the faces
 (:mod:`pfbook.book.cli`, :mod:`pfbook.book.rerun`).
 """
+
 __version__ = "0.1.0"
 
 from pfbook.power.grids import Grid, UnknownGridError, known_grids, load_grid  # noqa: E402

@@ -1,4 +1,5 @@
 """``python -m pfbook`` is the ``pfbook`` command."""
+
 import sys
 
 from pfbook.book.cli import main

@@ -9,6 +9,7 @@ Every chapter takes ``profile`` in its papermill ``parameters`` cell:
 A chapter's settings are a :class:`ChapterConfig` built by ``for_profile``; the notebook and the command line
 both build it the same way and store it (``to_dict``) next to every result so a run can be reproduced.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,7 @@ def available_cpus() -> int:
     worker processes for dataset generation and the load-flow solves."""
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:                      # not on Linux
+    except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
@@ -110,16 +111,20 @@ def _apply(cfg, overrides: Mapping[str, Any], prefix: str):
     known = {f.name for f in fields(cfg)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"{type(cfg).__name__} has no setting {', '.join(repr(prefix + u) for u in unknown)}; "
-                         f"its settings are: {', '.join(prefix + k for k in sorted(known))}")
+        raise ValueError(
+            f"{type(cfg).__name__} has no setting {', '.join(repr(prefix + u) for u in unknown)}; "
+            f"its settings are: {', '.join(prefix + k for k in sorted(known))}"
+        )
     linked = set(getattr(cfg, "LINKED", ()))
     changes = {}
     for name, value in overrides.items():
         current = getattr(cfg, name)
         if is_dataclass(current) and not isinstance(current, type):
             if not isinstance(value, Mapping):
-                raise ValueError(f"setting {prefix + name!r} holds settings of its own; change one of them with a "
-                                 f"dotted key, e.g. {prefix + name}.{fields(current)[0].name}=..., not {value!r}")
+                raise ValueError(
+                    f"setting {prefix + name!r} holds settings of its own; change one of them with a "
+                    f"dotted key, e.g. {prefix + name}.{fields(current)[0].name}=..., not {value!r}"
+                )
             nested = _nest(value)
             for k in sorted(set(nested) & linked & {f.name for f in fields(cfg)}):
                 raise ValueError(f"setting {prefix}{name}.{k} follows the chapter's {k!r}; set {k!r} instead")
@@ -184,8 +189,11 @@ class ChapterConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if is_dataclass(value) and not isinstance(value, type):
-                same = {k: getattr(self, k) for k in self.LINKED
-                        if hasattr(self, k) and k in {g.name for g in fields(value)}}
+                same = {
+                    k: getattr(self, k)
+                    for k in self.LINKED
+                    if hasattr(self, k) and k in {g.name for g in fields(value)}
+                }
                 if any(getattr(value, k) != v for k, v in same.items()):
                     object.__setattr__(self, f.name, replace(value, **same))
 
@@ -238,14 +246,17 @@ def _from_dict(cls, d: Mapping[str, Any]):
         if sub is not None:
             if isinstance(d.get(f.name), Mapping):
                 kwargs[f.name] = _from_dict(sub, d[f.name])
-            else:                                   # the flat layout: the nested fields among the chapter's
+            else:  # the flat layout: the nested fields among the chapter's
                 flat = {g.name: d[g.name] for g in fields(sub) if g.name in d}
                 base = f.default_factory() if f.default_factory is not MISSING else sub()
                 kwargs[f.name] = replace(base, **{k: _tuple_like(getattr(base, k), v) for k, v in flat.items()})
             used.add(f.name)
         elif f.name in d:
-            default = f.default if f.default is not MISSING else (
-                f.default_factory() if f.default_factory is not MISSING else None)
+            default = (
+                f.default
+                if f.default is not MISSING
+                else (f.default_factory() if f.default_factory is not MISSING else None)
+            )
             kwargs[f.name] = _tuple_like(default, d[f.name])
     return cls(**kwargs)
 

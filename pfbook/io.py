@@ -1,4 +1,5 @@
 """Files that are either whole or absent: atomic writes, checksums and writability checks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,10 @@ def _create_temporary(path: Path) -> tuple[int, str]:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
             continue
-    raise FileExistsError(f"could not create a temporary file beside {str(path)!r}: 100 names were taken; "
-                          f"delete the stale .{path.name}.*.tmp files there")
+    raise FileExistsError(
+        f"could not create a temporary file beside {str(path)!r}: 100 names were taken; "
+        f"delete the stale .{path.name}.*.tmp files there"
+    )
 
 
 def _atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -109,12 +112,21 @@ def check_writable(folder: Path) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise PermissionError(f"cannot write to output folder {str(folder)!r} ({e.strerror or e}); choose a "
-                              f"folder you can write to (--out / out_dir=...)") from None
+        raise PermissionError(
+            f"cannot write to output folder {str(folder)!r} ({e.strerror or e}); choose a "
+            f"folder you can write to (--out / out_dir=...)"
+        ) from None
 
 
-_JSON_NAMES = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object",
-               bool: "true or false", type(None): "null"}
+_JSON_NAMES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+    bool: "true or false",
+    type(None): "null",
+}
 
 
 def _json_name(value: Any) -> str:
@@ -193,8 +205,10 @@ class StoredDataset:
         except (ValueError, UnicodeDecodeError) as e:
             raise DatasetError(f"metadata {path.name} is not valid JSON ({e}); {fix}") from None
         if not isinstance(meta, dict):
-            raise DatasetError(f"metadata {path.name} holds {_json_name(meta)}, not a JSON object with the fields "
-                               f"of {_a(cls.what)}; {fix}")
+            raise DatasetError(
+                f"metadata {path.name} holds {_json_name(meta)}, not a JSON object with the fields "
+                f"of {_a(cls.what)}; {fix}"
+            )
         return meta
 
     @classmethod
@@ -217,8 +231,7 @@ class StoredDataset:
             raise DatasetError(f"metadata {name} is not that of {_a(cls.what)}: {'; '.join(problems)}; {fix}")
 
     @classmethod
-    def check_arrays(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], name: str, side: str,
-                     fix: str) -> None:
+    def check_arrays(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], name: str, side: str, fix: str) -> None:
         """The arrays of file ``name`` are the ones its sidecar ``side`` describes (:meth:`layout`,
         :meth:`consistency`), or a :class:`DatasetError` naming each mismatch."""
         try:
@@ -231,9 +244,11 @@ class StoredDataset:
                     continue
                 got = arrays[key].shape
                 if len(got) != len(shape) or any(w is not None and w != g for w, g in zip(shape, got)):
-                    problems.append(f"array {key!r} has shape {got}, the metadata describes "
-                                    f"{tuple('any' if w is None else w for w in shape)}")
-            if len(problems) > 3:                   # enough to see the pattern (another dataset's metadata)
+                    problems.append(
+                        f"array {key!r} has shape {got}, the metadata describes "
+                        f"{tuple('any' if w is None else w for w in shape)}"
+                    )
+            if len(problems) > 3:  # enough to see the pattern (another dataset's metadata)
                 problems = problems[:3] + [f"{len(problems) - 3} more arrays do not match either"]
             problems += cls.consistency(meta, arrays)
             about = cls.describe(meta)
@@ -255,8 +270,9 @@ class StoredDataset:
         meta = cls.read_sidecar(meta_path, fix)
         cls.check_sidecar(meta, meta_path.name, fix)
         if meta["sha256"] != sha256_file(path):
-            raise DatasetError(f"{path.name} does not match the checksum in {meta_path.name}; delete both and "
-                               f"generate again")
+            raise DatasetError(
+                f"{path.name} does not match the checksum in {meta_path.name}; delete both and generate again"
+            )
         if spec_key is not None and meta.get("spec_key") != spec_key:
             raise DatasetError(f"{path.name} was made for other settings; delete it or pass overwrite=True")
         try:
@@ -273,8 +289,13 @@ def write_summary(path: Path, cfg: Any, profile: str, identity: dict, **content:
     (``cfg.to_dict()``), the date, then ``content`` (its tables and extras), made JSON-safe and written atomically."""
     import time
 
-    obj = {**identity, "profile": profile, "config": cfg.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           **content}
+    obj = {
+        **identity,
+        "profile": profile,
+        "config": cfg.to_dict(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **content,
+    }
     return atomic_write_json(path, json_safe(obj))
 
 
@@ -290,8 +311,9 @@ def read_summaries(folders, pattern: str, profiles, what: str = "chapter summary
                     obj = json.loads(path.read_text())
                     key = (obj["grid"] if "grid" in obj else obj["system"], obj["profile"])
                 except (ValueError, KeyError, TypeError) as err:
-                    raise DatasetError(f"{path} is not a {what} ({err!r}); delete it or rerun the chapter "
-                                       "for its grid to rewrite it") from None
+                    raise DatasetError(
+                        f"{path} is not a {what} ({err!r}); delete it or rerun the chapter for its grid to rewrite it"
+                    ) from None
                 if key not in seen:
                     seen.add(key)
                     out.append(obj)

@@ -1,4 +1,5 @@
 """Shared fixtures: keep BLAS single-threaded so timings and parallel tests behave on small machines."""
+
 import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -3,6 +3,7 @@
 These read files only (no build, no execution): the ``-W -n`` book build checks the same links again, but a
 test fails in seconds and names the file to fix.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -65,15 +66,18 @@ def test_every_module_is_documented_on_an_api_page_in_the_toc():
     for page in pages:
         documented |= set(re.findall(r"^\.\. automodule:: (\S+)$", page.read_text(encoding="utf-8"), re.M))
     missing = [m for m in package_modules() if m not in documented]
-    assert not missing, (f"modules without an API page: {missing}; add an `.. automodule::` block for each to the "
-                         f"layer's page in book/api/ (and to the table in book/api.md)")
+    assert not missing, (
+        f"modules without an API page: {missing}; add an `.. automodule::` block for each to the "
+        f"layer's page in book/api/ (and to the table in book/api.md)"
+    )
     overview = (BOOK / "api.md").read_text(encoding="utf-8")
     unlisted = [m for m in package_modules() if not re.search(rf"^   {re.escape(m)}$", overview, re.M)]
     assert not unlisted, f"modules missing from the autosummary tables of book/api.md: {unlisted}"
     in_toc = set(toc_files())
     absent = [f"book/api/{p.stem}" for p in pages if f"book/api/{p.stem}" not in in_toc]
     assert not absent and "book/api" in in_toc and "book/references" in in_toc, (
-        f"API pages or the bibliography missing from _toc.yml: {absent or ['book/api', 'book/references']}")
+        f"API pages or the bibliography missing from _toc.yml: {absent or ['book/api', 'book/references']}"
+    )
 
 
 def bib_keys() -> list[str]:
@@ -83,7 +87,9 @@ def bib_keys() -> list[str]:
 def test_bibliography_has_no_duplicates_and_every_entry_has_author_title_year():
     text = (ROOT / "references.bib").read_text(encoding="utf-8")
     keys = bib_keys()
-    assert len(keys) == len(set(keys)), f"duplicate keys in references.bib: {sorted({k for k in keys if keys.count(k) > 1})}"
+    assert len(keys) == len(set(keys)), (
+        f"duplicate keys in references.bib: {sorted({k for k in keys if keys.count(k) > 1})}"
+    )
     for entry in re.split(r"^@", text, flags=re.M)[1:]:
         key = entry.split("{", 1)[1].split(",", 1)[0]
         for field in ("author", "title", "year"):
@@ -103,16 +109,20 @@ def test_every_citation_is_in_the_bibliography_and_every_entry_is_cited():
     unknown = {k: sorted(v) for k, v in cited.items() if k not in keys}
     assert not unknown, f"citations of keys that references.bib lacks (key: pages): {unknown}"
     uncited = sorted(keys - set(cited))
-    assert not uncited, (f"references.bib entries no chapter cites: {uncited}; cite them where the work is named, "
-                         f"or remove them (book/references.md lists cited entries only)")
+    assert not uncited, (
+        f"references.bib entries no chapter cites: {uncited}; cite them where the work is named, "
+        f"or remove them (book/references.md lists cited entries only)"
+    )
 
 
 def test_the_four_papers_are_cited_by_their_chapters():
     texts = chapter_markdown()
-    for chapter, key in [("04_constrained_diffusion.ipynb", "hoseinpour2025constrained"),
-                         ("05_diffopf.ipynb", "hoseinpour2025diffopf"),
-                         ("06_physics_informed_ddpm.ipynb", "wang2025physics"),
-                         ("07_tsdm_recovery.ipynb", "pei2024tsdm")]:
+    for chapter, key in [
+        ("04_constrained_diffusion.ipynb", "hoseinpour2025constrained"),
+        ("05_diffopf.ipynb", "hoseinpour2025diffopf"),
+        ("06_physics_informed_ddpm.ipynb", "wang2025physics"),
+        ("07_tsdm_recovery.ipynb", "pei2024tsdm"),
+    ]:
         keys = {k.strip() for group in CITE.findall(texts[chapter]) for k in group.split(",")}
         assert key in keys, f"{chapter} does not cite its paper ({key})"
 
@@ -134,7 +144,9 @@ def resolve(dotted: str):
 
 
 def test_api_links_in_the_chapters_name_existing_objects():
-    links = [(name, kind, target) for name, text in chapter_markdown().items() for kind, target in PY_ROLE.findall(text)]
+    links = [
+        (name, kind, target) for name, text in chapter_markdown().items() for kind, target in PY_ROLE.findall(text)
+    ]
     assert links, "the chapters link no names of the package; the API reference is unused"
     broken = []
     for name, kind, target in links:
@@ -152,12 +164,16 @@ def test_api_links_in_the_chapters_name_existing_objects():
 SEED_NAME = re.compile(r"\bseeds?[ _-]?0" + r"0\d", re.I)
 
 
-@pytest.mark.parametrize("where", ["pfbook", "tests", "benchmarks", "book", "README.md", "CONTRIBUTING.md",
-                                   "CHANGELOG.md"])
+@pytest.mark.parametrize(
+    "where", ["pfbook", "tests", "benchmarks", "book", "README.md", "CONTRIBUTING.md", "CHANGELOG.md"]
+)
 def test_papers_are_named_by_their_authors_not_by_a_file_number(where):
     path = ROOT / where
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()
-                                            and p.suffix in {".py", ".md", ".ipynb", ".yml", ".txt"}]
+    files = (
+        [path]
+        if path.is_file()
+        else [p for p in path.rglob("*") if p.is_file() and p.suffix in {".py", ".md", ".ipynb", ".yml", ".txt"}]
+    )
     hits = []
     for f in files:
         for i, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
@@ -169,7 +185,11 @@ def test_papers_are_named_by_their_authors_not_by_a_file_number(where):
 @pytest.mark.parametrize("notebook", sorted(BOOK.glob("*.ipynb")), ids=lambda p: p.name)
 def test_chapters_are_committed_without_outputs(notebook):
     cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    stale = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
-    assert not stale, (f"{notebook.name}: cells {stale} carry outputs or execution counts; clear them "
-                       f"(jupyter nbconvert --clear-output --inplace {notebook.relative_to(ROOT)}): the book build "
-                       f"executes every chapter")
+    stale = [
+        i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))
+    ]
+    assert not stale, (
+        f"{notebook.name}: cells {stale} carry outputs or execution counts; clear them "
+        f"(jupyter nbconvert --clear-output --inplace {notebook.relative_to(ROOT)}): the book build "
+        f"executes every chapter"
+    )

@@ -1,4 +1,5 @@
 """The `pfbook` command line, run as a user runs it (through the installed entry point)."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,10 @@ def pfbook(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 60
 
 
 def test_version_from_the_script_and_from_python_m():
-    for result in (pfbook("--version"),
-                   subprocess.run([sys.executable, "-m", "pfbook", "--version"], capture_output=True, text=True)):
+    for result in (
+        pfbook("--version"),
+        subprocess.run([sys.executable, "-m", "pfbook", "--version"], capture_output=True, text=True),
+    ):
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("pfbook ")
         assert result.stdout.split()[1][0].isdigit()
@@ -30,11 +33,14 @@ def test_version_from_the_script_and_from_python_m():
 def test_grids_lists_case118_with_its_size():
     result = pfbook("grids")
     assert result.returncode == 0, result.stderr
-    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()
-            if line.startswith("  case") and len(line.split()) >= 6}
-    assert rows["case118"] == ["118", "186", "54", "99", "MATPOWER", "case118.m"]   # sizes, then the source
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in result.stdout.splitlines()
+        if line.startswith("  case") and len(line.split()) >= 6
+    }
+    assert rows["case118"] == ["118", "186", "54", "99", "MATPOWER", "case118.m"]  # sizes, then the source
     assert rows["case5"][0] == "5"
-    assert "case2383wp" in result.stdout                   # the MATPOWER list follows the table
+    assert "case2383wp" in result.stdout  # the MATPOWER list follows the table
     assert "PGLib-OPF v23.07 cases" in result.stdout and "pglib_opf_case118_ieee" in result.stdout
     pglib = pfbook("grids", "pglib_opf_case118_ieee")
     assert "PGLib-OPF v23.07 pglib_opf_case118_ieee.m" in pglib.stdout
@@ -47,7 +53,7 @@ def test_unknown_grid_is_one_line_error_with_exit_2():
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pfbook: error: ")
     assert "case_nonexistent" in lines[0]
-    assert "case118" in lines[0] and "case14" in lines[0]   # it lists known grids
+    assert "case118" in lines[0] and "case14" in lines[0]  # it lists known grids
 
 
 def test_data_opf_rejects_unknown_grid_before_solving(tmp_path):
@@ -57,11 +63,14 @@ def test_data_opf_rejects_unknown_grid_before_solving(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--samples", "0"], "--samples"),
-    (["--load-range", "1.0", "0.8"], "--load-range"),
-    (["--cost-range", "-1", "1"], "--cost-range"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--samples", "0"], "--samples"),
+        (["--load-range", "1.0", "0.8"], "--load-range"),
+        (["--cost-range", "-1", "1"], "--cost-range"),
+    ],
+)
 def test_data_opf_rejects_bad_numbers(tmp_path, args, message):
     result = pfbook("data", "opf", "--grid", "case5", "--out", str(tmp_path), *args)
     assert result.returncode == 2

@@ -1,5 +1,6 @@
 """The chapters' settings: one base (:class:`pfbook.config.ChapterConfig`), profile tables as data, nested
 training settings, dotted overrides, and the stored layouts old and new."""
+
 from __future__ import annotations
 
 import json
@@ -21,16 +22,26 @@ from pfbook.methods.tsdm import TSDMConfig
 #: configs shared one base: flat ``settings`` (the training settings beside the others) and ``train_config()``
 BEFORE = json.loads((Path(__file__).parent / "data" / "chapter_profiles.json").read_text())
 
-CLASSES = {"opf": (OPFDataConfig, {"seed": 3}), "primer": (PrimerConfig, {"seed": 3, "device": "cuda"}),
-           "constrained": (ConstrainedConfig, {"seed": 3, "device": "cuda"}),
-           "diffopf": (DiffOPFConfig, {"seed": 2, "device": "cpu"}), "pi": (PhysicsInformedConfig, {"seed": 1}),
-           "tsdm": (TSDMConfig, {"seed": 4, "device": "cpu"})}
+CLASSES = {
+    "opf": (OPFDataConfig, {"seed": 3}),
+    "primer": (PrimerConfig, {"seed": 3, "device": "cuda"}),
+    "constrained": (ConstrainedConfig, {"seed": 3, "device": "cuda"}),
+    "diffopf": (DiffOPFConfig, {"seed": 2, "device": "cpu"}),
+    "pi": (PhysicsInformedConfig, {"seed": 1}),
+    "tsdm": (TSDMConfig, {"seed": 4, "device": "cpu"}),
+}
 
 #: the flat names of the training settings before they were nested, and how to read each now
-TRAINING = {"steps": lambda c: c.train.steps, "batch_size": lambda c: c.train.batch_size, "lr": lambda c: c.train.lr,
-            "lr_decay_every": lambda c: c.train.lr_decay_every, "lr_decay": lambda c: c.train.lr_decay,
-            "ema_decay": lambda c: c.train.ema_decay, "epochs": lambda c: c.epochs,
-            "lr_decay_every_epochs": lambda c: c.train.lr_decay_every // c.batches_per_epoch}
+TRAINING = {
+    "steps": lambda c: c.train.steps,
+    "batch_size": lambda c: c.train.batch_size,
+    "lr": lambda c: c.train.lr,
+    "lr_decay_every": lambda c: c.train.lr_decay_every,
+    "lr_decay": lambda c: c.train.lr_decay,
+    "ema_decay": lambda c: c.train.ema_decay,
+    "epochs": lambda c: c.epochs,
+    "lr_decay_every_epochs": lambda c: c.train.lr_decay_every // c.batches_per_epoch,
+}
 
 
 def _json(v):
@@ -70,7 +81,7 @@ def test_dotted_and_nested_overrides_reach_the_training_settings_with_type_check
     new = apply_overrides(cfg, {"train.steps": 4000.0, "train": {"lr": 1}, "n_test": 3})
     assert (new.train.steps, new.train.lr, new.n_test) == (4000, 1.0, 3)
     assert isinstance(new.train.steps, int) and isinstance(new.train.lr, float)
-    assert new.train.batch_size == cfg.train.batch_size and cfg.train.steps == 600     # the original is untouched
+    assert new.train.batch_size == cfg.train.batch_size and cfg.train.steps == 600  # the original is untouched
     assert apply_overrides(cfg, {"train.ema_decay": None}).train.ema_decay is None
     with pytest.raises(ValueError, match="'train.steps' expects a int"):
         apply_overrides(cfg, {"train.steps": 2.5})
@@ -81,7 +92,7 @@ def test_dotted_and_nested_overrides_reach_the_training_settings_with_type_check
     with pytest.raises(ValueError, match="no setting 'steps'.*train"):
         apply_overrides(cfg, {"steps": 10})
     with pytest.raises(ValueError, match="TrainConfig.steps must be a positive integer"):
-        apply_overrides(cfg, {"train.steps": 0})          # the nested class's own checks still run
+        apply_overrides(cfg, {"train.steps": 0})  # the nested class's own checks still run
 
 
 def test_setting_reads_dotted_names_and_properties():
@@ -93,17 +104,25 @@ def test_setting_reads_dotted_names_and_properties():
             cfg.setting(missing)
 
 
-@pytest.mark.parametrize("cls, where", [(ConstrainedConfig, "case14"), (DiffOPFConfig, "case118"),
-                                        (PhysicsInformedConfig, "case30"), (TSDMConfig, "npcc"),
-                                        (PrimerConfig, "case5"), (OPFDataConfig, "case14")])
+@pytest.mark.parametrize(
+    "cls, where",
+    [
+        (ConstrainedConfig, "case14"),
+        (DiffOPFConfig, "case118"),
+        (PhysicsInformedConfig, "case30"),
+        (TSDMConfig, "npcc"),
+        (PrimerConfig, "case5"),
+        (OPFDataConfig, "case14"),
+    ],
+)
 def test_to_dict_round_trips_and_the_old_flat_layout_still_reads(cls, where):
     cfg = cls.for_profile("ci", where, seed=2)
-    stored = _json(cfg.to_dict())                        # what a summary or a checkpoint holds
+    stored = _json(cfg.to_dict())  # what a summary or a checkpoint holds
     assert cls.from_dict(stored) == cfg
     if hasattr(cfg, "train"):
         flat = {k: v for k, v in stored.items() if k != "train"}
         flat.update({k: v for k, v in stored["train"].items() if k not in ("seed", "device", "checkpoint_every")})
-        flat["retired_setting"] = 1                      # a setting a later version dropped
+        flat["retired_setting"] = 1  # a setting a later version dropped
         assert cls.from_dict(flat) == cfg
 
 
@@ -115,8 +134,12 @@ def test_for_profile_refuses_unknown_profiles_and_a_grid_given_twice():
 
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
-SUMMARY_CLASSES = {"constrained": ConstrainedConfig, "diffopf": DiffOPFConfig, "physics-informed": PhysicsInformedConfig,
-                   "tsdm": TSDMConfig}
+SUMMARY_CLASSES = {
+    "constrained": ConstrainedConfig,
+    "diffopf": DiffOPFConfig,
+    "physics-informed": PhysicsInformedConfig,
+    "tsdm": TSDMConfig,
+}
 
 
 def test_published_summaries_in_the_flat_layout_still_read():
@@ -131,8 +154,10 @@ def test_published_summaries_in_the_flat_layout_still_read():
         cfg = cls.from_dict(flat)
         if "train" not in flat:
             steps = flat["epochs"] * flat["batches_per_epoch"] if "epochs" in flat else flat["steps"]
-            assert (cfg.train.steps, cfg.train.lr, cfg.train.batch_size) == (steps, flat["lr"], flat["batch_size"]), path
+            assert (cfg.train.steps, cfg.train.lr, cfg.train.batch_size) == (steps, flat["lr"], flat["batch_size"]), (
+                path
+            )
             assert cfg.train.ema_decay == flat["ema_decay"] and cfg.train.seed == flat["seed"], path
         assert cls.from_dict(_json(cfg.to_dict())) == cfg, path
-    speed = speed_across(RESULTS)                       # reads n_draw and device from the stored configs
+    speed = speed_across(RESULTS)  # reads n_draw and device from the stored configs
     assert len(speed) and speed["device"].notna().all()

@@ -1,4 +1,5 @@
 """Each corruption touches exactly what its mask says, draws reproducibly and checks its arguments."""
+
 import json
 
 import numpy as np
@@ -19,19 +20,19 @@ def test_mask_is_exactly_what_changed(kind, ratio):
     x = _x()
     y, mask = C.corrupt(kind, x, ratio=ratio, rng=1)
     assert y.shape == x.shape and mask.shape == x.shape and mask.dtype == bool
-    assert np.array_equal(y[~mask], x[~mask])                   # untouched bit for bit
+    assert np.array_equal(y[~mask], x[~mask])  # untouched bit for bit
     if kind in C.LOSSES:
         assert np.isnan(y[mask]).all()
     else:
         assert np.isfinite(y).all()
-        assert (y[mask] != x[mask]).all()                         # every masked entry changed
+        assert (y[mask] != x[mask]).all()  # every masked entry changed
     n = mask.sum()
     target = ratio * x.size
     if kind == "rm":
         assert n == round(target)
-    else:                                                         # channels x span region
+    else:  # channels x span region
         assert abs(n - target) <= mask.any(axis=1).sum() / 2 + 1e-9 or n == x.size
-    assert np.array_equal(x, _x())                                # input not modified
+    assert np.array_equal(x, _x())  # input not modified
 
 
 @pytest.mark.parametrize("kind", list(C.CORRUPTIONS))
@@ -71,7 +72,7 @@ def test_rm_is_gamma_over_time():
     c = C.random_missing(x, ratio=0.3, shape=0.5, rng=3)
     per_step = c.mask.sum(axis=0)
     assert per_step.tolist() == c.params["missing_per_step"]
-    assert per_step.std() > 3                                      # bursty, not uniform per step
+    assert per_step.std() > 3  # bursty, not uniform per step
 
 
 @pytest.mark.parametrize("ratio", [0.0, -0.1, 1.5, float("nan")])

@@ -1,4 +1,5 @@
 """AC-OPF datasets: right content, the same however split, cached, resumable, and strict about bad input."""
+
 import json
 import os
 import signal
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from pfbook.io import DatasetError
 from pfbook.power.datasets import OPFDataset, OPFDatasetSpec, ac_opf_dataset
 from pfbook.power.grids import load_grid
-from pfbook.io import DatasetError
 from pfbook.power.physics import nodal_mismatch
 
 QUIET = dict(progress=False)
@@ -34,7 +35,7 @@ def test_samples_are_solved_opf_states(tmp_path):
     assert np.all((ds.load_factors >= 0.8) & (ds.load_factors <= 1.0))
     np.testing.assert_allclose(ds.pd, g.load_p * ds.load_factors)
     np.testing.assert_allclose(ds.qd, g.load_q * ds.load_factors)
-    assert ds.load_factors.std(0).min() > 0.02                 # drawn per load, not one factor for all
+    assert ds.load_factors.std(0).min() > 0.02  # drawn per load, not one factor for all
     assert np.all((ds.cost_factors >= 0.6) & (ds.cost_factors <= 1.4))
     # every stored state satisfies the power-flow equations and the limits
     t = lambda a: torch.from_numpy(a)
@@ -64,8 +65,9 @@ def test_dask_cluster_gives_the_same_dataset(tmp_path):
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        d = ac_opf_dataset("case5", 30, out_dir=tmp_path / "dask", scheduler=cluster.scheduler_address,
-                           chunk_size=8, **QUIET)
+        d = ac_opf_dataset(
+            "case5", 30, out_dir=tmp_path / "dask", scheduler=cluster.scheduler_address, chunk_size=8, **QUIET
+        )
     local = ac_opf_dataset("case5", 30, out_dir=tmp_path / "local", workers=1, **QUIET)
     _same(d, local)
 
@@ -89,7 +91,7 @@ def test_failures_are_counted_and_never_kept(tmp_path):
     assert ds.meta["n_failed"] > 0 and len(ds.meta["failed_indices"]) == ds.meta["n_failed"]
     assert ds.meta["n_attempted"] == 30 + ds.meta["n_failed"]
     assert not set(ds.meta["failed_indices"]) & set(ds.sample_index.tolist())
-    assert ds.pd.sum(1).max() <= load_grid("case5").pmax.sum()       # kept samples are feasible ones
+    assert ds.pd.sum(1).max() <= load_grid("case5").pmax.sum()  # kept samples are feasible ones
 
 
 def test_hopeless_range_is_reported(tmp_path):
@@ -120,19 +122,22 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):
     fresh = ac_opf_dataset("case14", 400, out_dir=tmp_path / "fresh", workers=2, chunk_size=50, **QUIET)
     _same(resumed, fresh)
     assert len(np.unique(resumed.sample_index)) == 400
-    assert not list(out.glob(".*.parts"))                    # the partial work is cleaned up
+    assert not list(out.glob(".*.parts"))  # the partial work is cleaned up
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(load_range=(1.0, 0.8)), "low > high"),
-    (dict(load_range=(-0.2, 1.0)), "non-negative"),
-    (dict(cost_range=(1.4, 0.6)), "low > high"),
-    (dict(load_range=(0.8,)), "two numbers"),
-    (dict(n_samples=0), "positive integer"),
-    (dict(n_samples=-5), "positive integer"),
-    (dict(seed=-1), "seed"),
-    (dict(workers=0), "workers"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(load_range=(1.0, 0.8)), "low > high"),
+        (dict(load_range=(-0.2, 1.0)), "non-negative"),
+        (dict(cost_range=(1.4, 0.6)), "low > high"),
+        (dict(load_range=(0.8,)), "two numbers"),
+        (dict(n_samples=0), "positive integer"),
+        (dict(n_samples=-5), "positive integer"),
+        (dict(seed=-1), "seed"),
+        (dict(workers=0), "workers"),
+    ],
+)
 def test_bad_parameters_are_named(tmp_path, kwargs, match):
     args = dict(grid="case5", n_samples=10, out_dir=tmp_path, **QUIET)
     args.update(kwargs)
@@ -151,12 +156,12 @@ def test_unwritable_output_folder(tmp_path):
 def test_truncated_and_mismatched_files_are_refused(tmp_path):
     ds = ac_opf_dataset("case5", 10, out_dir=tmp_path, workers=1, **QUIET)
     spec = OPFDatasetSpec(**{**ds.meta["spec"], "load_range": tuple(ds.meta["spec"]["load_range"])})
-    OPFDataset.load(ds.path, expect=spec)                     # the right one loads
+    OPFDataset.load(ds.path, expect=spec)  # the right one loads
     other = OPFDatasetSpec(**{**ds.meta["spec"], "load_range": (0.5, 1.0), "grid": "case9"})
     with pytest.raises(DatasetError, match="case9"):
         OPFDataset.load(ds.path, expect=other)
     data = ds.path.read_bytes()
-    ds.path.write_bytes(data[: len(data) // 2])               # truncated
+    ds.path.write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(DatasetError, match="truncated"):
         OPFDataset.load(ds.path)
     # a rerun repairs it instead of trusting the damaged file
@@ -175,8 +180,11 @@ def test_a_sidecar_from_another_dataset_is_refused(tmp_path):
     side = ds.path.with_suffix(".json")
     # case9's sidecar beside case5's arrays, with case5's checksum so that the checksum alone passes
     side.write_text(json.dumps({**other.meta, "sha256": ds.meta["sha256"]}))
-    with pytest.raises(DatasetError, match=r"does not match its metadata .*\(case9: 6 samples, 9 buses.*"
-                                           r"array 'p' has shape \(6, 5\), the metadata describes \(6, 9\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"does not match its metadata .*\(case9: 6 samples, 9 buses.*"
+        r"array 'p' has shape \(6, 5\), the metadata describes \(6, 9\)",
+    ):
         OPFDataset.load(ds.path)
     # the cache refuses it too and solves the dataset again
     again = ac_opf_dataset("case5", 6, out_dir=tmp_path / "a", workers=1, **QUIET)
@@ -184,16 +192,19 @@ def test_a_sidecar_from_another_dataset_is_refused(tmp_path):
     assert OPFDataset.load(ds.path).meta["grid"] == "case5" and json.loads(side.read_text())["grid"] == "case5"
 
     meta = json.loads(side.read_text())
-    side.write_text(json.dumps({**meta, "n_samples": 5}))                       # rows of another sample count
+    side.write_text(json.dumps({**meta, "n_samples": 5}))  # rows of another sample count
     with pytest.raises(DatasetError, match=r"array 'p' has shape \(6, 5\), the metadata describes \(5, 5\)"):
         OPFDataset.load(ds.path)
-    side.write_text(json.dumps({**meta, "grid": "case9"}))                      # its own settings say case5
+    side.write_text(json.dumps({**meta, "grid": "case9"}))  # its own settings say case5
     with pytest.raises(DatasetError, match=r"its 'grid' is 'case9' but its settings \('spec'\) say 'case5'"):
         OPFDataset.load(ds.path)
     # a bus order that is not the grid's: the columns would be read against the wrong buses
     side.write_text(json.dumps({**meta, "bus_ids": meta["bus_ids"][::-1]}))
-    with pytest.raises(DatasetError, match=r"not a dataset of grid case5 .*bus order that differs from case5's at "
-                                           r"position 0 \(5 where case5 has 1\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"not a dataset of grid case5 .*bus order that differs from case5's at "
+        r"position 0 \(5 where case5 has 1\)",
+    ):
         OPFDataset.load(ds.path, grid=load_grid("case5"))
     side.write_text(json.dumps({**meta, "gen_bus_ids": meta["gen_bus_ids"] + [99]}))
     with pytest.raises(DatasetError, match=r"'gen_bus_ids' names buses \[99\] that are not in 'bus_ids'"):
@@ -204,17 +215,32 @@ def test_a_sidecar_from_another_dataset_is_refused(tmp_path):
     _same(again, ds)
 
 
-@pytest.mark.parametrize("damage, match", [
-    (lambda m: {k: v for k, v in m.items() if k != "n_samples"}, r"field 'n_samples' \(an integer\) is missing"),
-    (lambda m: [], "holds a list, not a JSON object"),
-    (lambda m: {**m, "spec": "case5"}, "field 'spec' is a string, not an object"),
-    (lambda m: {**m, "bus_ids": None}, "field 'bus_ids' is null, not a list"),
-], ids=["no n_samples", "a list", "spec a string", "bus_ids null"])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda m: {k: v for k, v in m.items() if k != "n_samples"}, r"field 'n_samples' \(an integer\) is missing"),
+        (lambda m: [], "holds a list, not a JSON object"),
+        (lambda m: {**m, "spec": "case5"}, "field 'spec' is a string, not an object"),
+        (lambda m: {**m, "bus_ids": None}, "field 'bus_ids' is null, not a list"),
+    ],
+    ids=["no n_samples", "a list", "spec a string", "bus_ids null"],
+)
 def test_a_broken_sidecar_is_a_dataset_error_and_the_cli_regenerates(tmp_path, capsys, damage, match):
     from pfbook.book.cli import main
 
-    args = ["data", "opf", "--grid", "case5", "--samples", "4", "--workers", "1", "--no-progress",
-            "--out", str(tmp_path)]
+    args = [
+        "data",
+        "opf",
+        "--grid",
+        "case5",
+        "--samples",
+        "4",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     (npz,) = tmp_path.glob("opf-case5-*.npz")
     side = npz.with_suffix(".json")
@@ -223,7 +249,7 @@ def test_a_broken_sidecar_is_a_dataset_error_and_the_cli_regenerates(tmp_path, c
     with pytest.raises(DatasetError, match=match):
         OPFDataset.load(npz)
     capsys.readouterr()
-    assert main(args) == 0                                      # regenerated, not a KeyError/AttributeError
+    assert main(args) == 0  # regenerated, not a KeyError/AttributeError
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err and "error" not in err
     assert "case5: 4 AC-OPF solutions" in out

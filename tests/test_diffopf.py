@@ -1,4 +1,5 @@
 """DiffOPF (Hoseinpour & Dvorkin): grids, conditioning, DeepOPF, the metrics of eq. (21) and Tables I and II."""
+
 import math
 import os
 from types import SimpleNamespace
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 from pfbook.config import apply_overrides
-from pfbook.methods import diffopf as do
 from pfbook.diffusion import GuidanceState, Normaliser, Schedule
+from pfbook.methods import diffopf as do
 from pfbook.power.grids import load_grid
 
 
@@ -19,9 +20,20 @@ def small(tmp_path_factory):
     old = os.environ.get("PFBOOK_DATA")
     os.environ["PFBOOK_DATA"] = str(tmp_path_factory.mktemp("data"))
     try:
-        cfg = apply_overrides(do.DiffOPFConfig.for_profile("ci", "case5"),
-                              {"n_samples": 80, "n_test": 3, "train.steps": 150, "width": 64, "depth": 2,
-                               "deepopf_steps": 300, "n_draw": 12, "sampler": "DDIM 10", "loads_per_batch": 2})
+        cfg = apply_overrides(
+            do.DiffOPFConfig.for_profile("ci", "case5"),
+            {
+                "n_samples": 80,
+                "n_test": 3,
+                "train.steps": 150,
+                "width": 64,
+                "depth": 2,
+                "deepopf_steps": 300,
+                "n_draw": 12,
+                "sampler": "DDIM 10",
+                "loads_per_batch": 2,
+            },
+        )
         data = do.load_records(cfg)
         prior = do.train_prior(cfg, data)
         deep, losses = do.train_deepopf(cfg, data)
@@ -38,7 +50,10 @@ def test_profiles_and_bad_names():
         cfg = do.DiffOPFConfig.for_profile(p, "case5")
         assert cfg.n_draw > 0 and cfg.cost_range == (0.6, 1.4) and cfg.load_range == (0.8, 1.0)
     assert do.DiffOPFConfig.for_profile("paper", "case5").sampler == "DDPM"
-    assert do.DiffOPFConfig.for_profile("default", "case118").n_test < do.DiffOPFConfig.for_profile("paper", "case118").n_test
+    assert (
+        do.DiffOPFConfig.for_profile("default", "case118").n_test
+        < do.DiffOPFConfig.for_profile("paper", "case118").n_test
+    )
     with pytest.raises(ValueError, match="profile"):
         do.DiffOPFConfig.for_profile("fast")
     with pytest.raises(ValueError, match="sampler"):
@@ -74,16 +89,16 @@ def test_guidance_moves_the_loads_of_x0_onto_y(kind):
     train = rng.normal(size=(50, d)) * rng.uniform(0.1, 3, d) + rng.normal(size=d)
     fake = SimpleNamespace(train=train, n_load=n_load)
     dm = SimpleNamespace(normaliser=Normaliser.standard(train))
-    y = train[:6, :2 * n_load]
+    y = train[:6, : 2 * n_load]
     st = _state(d)
     out = do.conditional_guidance(dm, fake, y, kind)(st)
-    z_y = dm.normaliser(torch.as_tensor(np.pad(y, ((0, 0), (0, d - 2 * n_load)))))[:, :2 * n_load].float()
-    assert torch.allclose(out.x0[:, :2 * n_load], z_y, atol=1e-5)
-    assert torch.equal(out.x0[:, 2 * n_load:], st.x0[:, 2 * n_load:])       # the dispatch is left to the prior
-    if kind == "observation":                                               # half a step: halfway toward y
+    z_y = dm.normaliser(torch.as_tensor(np.pad(y, ((0, 0), (0, d - 2 * n_load)))))[:, : 2 * n_load].float()
+    assert torch.allclose(out.x0[:, : 2 * n_load], z_y, atol=1e-5)
+    assert torch.equal(out.x0[:, 2 * n_load :], st.x0[:, 2 * n_load :])  # the dispatch is left to the prior
+    if kind == "observation":  # half a step: halfway toward y
         half = do.conditional_guidance(dm, fake, y, kind, scale=0.5)(st)
-        before = (st.x0[:, :2 * n_load] - z_y).norm()
-        assert torch.isclose((half.x0[:, :2 * n_load] - z_y).norm(), 0.5 * before, rtol=1e-4)
+        before = (st.x0[:, : 2 * n_load] - z_y).norm()
+        assert torch.isclose((half.x0[:, : 2 * n_load] - z_y).norm(), 0.5 * before, rtol=1e-4)
     with pytest.raises(ValueError, match="guidance"):
         do.conditional_guidance(dm, fake, y, "dps")
 
@@ -93,12 +108,19 @@ def test_samples_carry_the_given_loads_and_deepopf_learns(small):
     pg, qg, sec = do.sample_dispatch(small.cfg, small.prior, small.data, loads)
     assert pg.shape == (len(loads), small.cfg.n_draw, small.data.n_gen) == qg.shape and sec > 0
     assert np.isfinite(pg).all() and np.isfinite(qg).all()
-    assert pg.std(1).max() > 1e-3                     # a distribution per load, not one point
+    assert pg.std(1).max() > 1e-3  # a distribution per load, not one point
     # the final x_0 is the guided x̂_0, whose load entries were projected onto y (float32 model space)
-    x = small.prior.sample(4, small.cfg.make_sampler(), guidance=do.conditional_guidance(
-        small.prior, small.data, np.repeat(loads[:1], 4, 0))).double().numpy()
+    x = (
+        small.prior.sample(
+            4,
+            small.cfg.make_sampler(),
+            guidance=do.conditional_guidance(small.prior, small.data, np.repeat(loads[:1], 4, 0)),
+        )
+        .double()
+        .numpy()
+    )
     assert np.abs(x[:, small.data.load_cols] - loads[:1]).max() < 1e-4
-    assert small.losses[-50:].mean() < 1.0            # better than predicting the mean of standardised outputs
+    assert small.losses[-50:].mean() < 1.0  # better than predicting the mean of standardised outputs
     assert small.deep.predict(loads).shape == (len(loads), 2 * small.data.n_gen)
 
 
@@ -107,8 +129,8 @@ def test_opf_dispatch_scores_zero_on_every_metric(small):
     ev = do.evaluate_warm_starts(small.data.grid, t, t["pg"][:, None], t["qg"][:, None])
     assert ev["converged"].all()
     assert np.nanmax(ev["gap_pct"]) < 1e-5 and np.nanmax(ev["setpoint"]) < 1e-10
-    assert np.nanmax(ev["vviol"]) < 1e-6               # the OPF respects the voltage limits
-    assert np.nanmax(ev["gviol"]) < 1e-6 and np.nanmax(ev["bviol"]) < 1e-6   # and the generator and branch limits
+    assert np.nanmax(ev["vviol"]) < 1e-6  # the OPF respects the voltage limits
+    assert np.nanmax(ev["gviol"]) < 1e-6 and np.nanmax(ev["bviol"]) < 1e-6  # and the generator and branch limits
     assert ev["within"].all() and np.nanmax(np.abs(ev["gap_signed_pct"])) < 1e-5
     assert np.allclose(ev["cost"][:, 0], t["cost"], rtol=1e-7)
     assert (do.user_pick(ev) == 0).all() and (do.oracle_pick(ev) == 0).all()
@@ -116,13 +138,17 @@ def test_opf_dispatch_scores_zero_on_every_metric(small):
 
 def test_user_pick_takes_the_cheapest_within_limits_else_the_least_violating():
     nan = np.nan
-    ev = {"cost": np.array([[10.0, 5.0, 7.0], [3.0, 4.0, nan]]),
-          "within": np.array([[True, False, True], [False, False, False]]),
-          "converged": np.array([[True, True, True], [True, True, False]]),
-          "gap_usd": np.array([[1.0, 0.1, 2.0], [0.5, 0.2, nan]]),
-          "vviol": np.array([[0, 0.3, 0], [0.2, 0.1, nan]]), "gviol": np.zeros((2, 3)), "bviol": np.zeros((2, 3))}
-    assert do.user_pick(ev).tolist() == [2, 1]          # 5.0 is cheaper but outside its limits
-    assert do.oracle_pick(ev).tolist() == [1, 1]        # the smallest |c - c*| whatever the limits
+    ev = {
+        "cost": np.array([[10.0, 5.0, 7.0], [3.0, 4.0, nan]]),
+        "within": np.array([[True, False, True], [False, False, False]]),
+        "converged": np.array([[True, True, True], [True, True, False]]),
+        "gap_usd": np.array([[1.0, 0.1, 2.0], [0.5, 0.2, nan]]),
+        "vviol": np.array([[0, 0.3, 0], [0.2, 0.1, nan]]),
+        "gviol": np.zeros((2, 3)),
+        "bviol": np.zeros((2, 3)),
+    }
+    assert do.user_pick(ev).tolist() == [2, 1]  # 5.0 is cheaper but outside its limits
+    assert do.oracle_pick(ev).tolist() == [1, 1]  # the smallest |c - c*| whatever the limits
 
 
 def test_nearest_records_find_a_training_load_first(small):
@@ -131,7 +157,7 @@ def test_nearest_records_find_a_training_load_first(small):
     pg, qg = do.nearest_records(data, loads, k=5)
     assert pg.shape == (2, 5, data.n_gen) == qg.shape
     _, _, pg_train, qg_train = data.split(data.train[[3, 17]])
-    np.testing.assert_array_equal(pg[:, 0], pg_train)   # a load in the records is its own nearest record
+    np.testing.assert_array_equal(pg[:, 0], pg_train)  # a load in the records is its own nearest record
     np.testing.assert_array_equal(qg[:, 0], qg_train)
     with pytest.raises(ValueError, match="shape"):
         do.nearest_records(data, loads[:, :3])
@@ -154,12 +180,15 @@ def test_perturbed_warm_starts_cost_something(small):
     ev = do.evaluate_warm_starts(small.data.grid, t, pg, qg)
     assert np.nanmin(ev["setpoint"]) > 0 and np.nanmax(ev["gap_usd"]) > 0
     tab = do.table_one({"A": ev}, "PJM")
-    assert tab.loc[("PJM", "A"), ("Optimality gap [%]", "CVaR10%")] >= tab.loc[("PJM", "A"), ("Optimality gap [%]", "Mean")]
+    assert (
+        tab.loc[("PJM", "A"), ("Optimality gap [%]", "CVaR10%")]
+        >= tab.loc[("PJM", "A"), ("Optimality gap [%]", "Mean")]
+    )
 
 
 def test_table_two_follows_eq_19():
     gap = np.full((4, 10), 10.0)
-    gap[:, :3] = 0.1                                   # 3 of 10 samples close for every load, the first three
+    gap[:, :3] = 0.1  # 3 of 10 samples close for every load, the first three
     ev = {"gap_pct": gap, "converged": np.ones_like(gap, dtype=bool)}
     t2 = do.table_two(ev, eps=(1,), deltas=(0.9, 0.99), grid_label="x")
     assert t2.loc[("x", 1), ("", "p_ε")] == pytest.approx(0.3)
@@ -189,9 +218,18 @@ def test_table_one_summaries_round_trip_and_the_first_folder_wins(tmp_path):
 
     def ev(scale):
         gap = scale * rng.random((6, 5))
-        return {"gap_usd": 100 * gap, "gap_pct": gap, "gap_signed_pct": gap - scale / 2, "cost": 1000 + 100 * gap,
-                "setpoint": gap / 10, "vviol": gap / 100, "gviol": gap / 50, "bviol": 0 * gap,
-                "within": gap < scale / 2, "converged": np.ones((6, 5), bool)}
+        return {
+            "gap_usd": 100 * gap,
+            "gap_pct": gap,
+            "gap_signed_pct": gap - scale / 2,
+            "cost": 1000 + 100 * gap,
+            "setpoint": gap / 10,
+            "vviol": gap / 100,
+            "gviol": gap / 50,
+            "bviol": 0 * gap,
+            "within": gap < scale / 2,
+            "converged": np.ones((6, 5), bool),
+        }
 
     t_case5 = do.table_one({"DiffOPF": ev(1), "DeepOPF": ev(5)}, "PJM")
     t_case14 = do.table_one({"DiffOPF": ev(2), "DeepOPF": ev(3)}, "IEEE 14-Bus")
@@ -203,8 +241,12 @@ def test_table_one_summaries_round_trip_and_the_first_folder_wins(tmp_path):
     do.save_summary(tmp_path / "book" / "case14", {"table1": t_case14 * 3}, cfg14, "ci")
 
     got = do.load_tables(tmp_path / "runs", tmp_path / "book", profile="default")
-    assert list(got.index) == [("PJM", "DiffOPF"), ("PJM", "DeepOPF"),
-                               ("IEEE 14-Bus", "DiffOPF"), ("IEEE 14-Bus", "DeepOPF")]
+    assert list(got.index) == [
+        ("PJM", "DiffOPF"),
+        ("PJM", "DeepOPF"),
+        ("IEEE 14-Bus", "DiffOPF"),
+        ("IEEE 14-Bus", "DeepOPF"),
+    ]
     np.testing.assert_allclose(got.loc[t_case5.index, t_case5.columns].to_numpy(float), t_case5.to_numpy(float))
     np.testing.assert_allclose(got.loc[t_case14.index, t_case14.columns].to_numpy(float), t_case14.to_numpy(float))
     assert do.load_tables(tmp_path / "nothing", profile="default").empty
@@ -222,9 +264,15 @@ def test_table_one_summaries_round_trip_and_the_first_folder_wins(tmp_path):
 def test_speed_across_picks_the_fewest_steps_within_tolerance(tmp_path):
     import pandas as pd
 
-    steps = pd.DataFrame({"network calls": [1000, 100, 20, 10], "sampling s per load": [4.0, 0.4, 0.08, 0.04],
-                          "load flow s per load": [0.1, 0.1, 0.1, 0.1], "within": [True, True, True, False]},
-                         index=["DDPM", "DDIM 100", "DDIM 20", "DDIM 10"])
+    steps = pd.DataFrame(
+        {
+            "network calls": [1000, 100, 20, 10],
+            "sampling s per load": [4.0, 0.4, 0.08, 0.04],
+            "load flow s per load": [0.1, 0.1, 0.1, 0.1],
+            "within": [True, True, True, False],
+        },
+        index=["DDPM", "DDIM 100", "DDIM 20", "DDIM 10"],
+    )
     steps["s per 250-sample batch"] = steps["sampling s per load"] + steps["load flow s per load"]
     do.save_summary(tmp_path / "case5", {"steps": steps}, do.DiffOPFConfig(grid="pglib_opf_case5_pjm"), "default")
     got = do.speed_across(tmp_path, profile="default")

@@ -1,9 +1,18 @@
 """Denoisers: one call signature, the shapes the papers describe, rebuildable from config, and able to learn."""
+
 import pytest
 import torch
 
-from pfbook.diffusion import (ConvUNetDenoiser, MLPDenoiser, Schedule, TrainConfig, Trainer, UNetMLPDenoiser,
-                              build_denoiser, timestep_embedding)
+from pfbook.diffusion import (
+    ConvUNetDenoiser,
+    MLPDenoiser,
+    Schedule,
+    TrainConfig,
+    Trainer,
+    UNetMLPDenoiser,
+    build_denoiser,
+    timestep_embedding,
+)
 
 
 def _nets():
@@ -29,7 +38,7 @@ def test_output_has_the_input_shape_for_scalar_and_batched_t(name):
     assert out_scalar.shape == x.shape
     # one timestep for the batch (samplers) and one per sample (training) are the same computation
     assert torch.allclose(out_scalar, out_batch, atol=1e-5)
-    assert not torch.allclose(net(x, torch.tensor(900), cond), out_scalar)   # t matters
+    assert not torch.allclose(net(x, torch.tensor(900), cond), out_scalar)  # t matters
 
 
 def test_constrained_diffusion_mlp_has_the_paper_shape():
@@ -108,9 +117,13 @@ def test_each_denoiser_learns_the_noise_of_a_point_mass(name):
     else:
         net = MLPDenoiser(6, width=64, depth=2) if name == "mlp" else UNetMLPDenoiser(6, widths=(64, 32, 64))
         data, steps = torch.tensor([[1.0, -1.0, 0.5, 0.0, 2.0, -0.5]]).repeat(64, 1), 300
-    tr = Trainer(net, Schedule.linear(100, 1e-3, 0.2), data,
-                 TrainConfig(steps=steps, batch_size=64, lr=3e-3, lr_decay_every=None, device="cpu"),
-                 normaliser="identity")
+    tr = Trainer(
+        net,
+        Schedule.linear(100, 1e-3, 0.2),
+        data,
+        TrainConfig(steps=steps, batch_size=64, lr=3e-3, lr_decay_every=None, device="cpu"),
+        normaliser="identity",
+    )
     tr.train(progress=False)
     first, last = tr.losses[:10].mean().item(), tr.losses[-20:].mean().item()
     assert first > 0.5

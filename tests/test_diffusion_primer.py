@@ -1,12 +1,19 @@
 """The primer chapter's helpers: real records satisfy the physics its guidance and tables measure."""
+
 import numpy as np
 import pytest
 import torch
 
+from pfbook.book.primer import (
+    PrimerConfig,
+    forward_imbalance,
+    imbalance_residual,
+    load_data,
+    max_mismatch,
+    mismatch_constraint,
+)
 from pfbook.diffusion import Normaliser, ProjectionGuidance, Schedule
 from pfbook.diffusion.guidance import GuidanceState
-from pfbook.book.primer import (PrimerConfig, forward_imbalance, imbalance_residual, load_data, max_mismatch,
-                           mismatch_constraint)
 from pfbook.evaluation.distances import mean_w1_over_sigma
 
 
@@ -16,6 +23,7 @@ def data(tmp_path_factory):
     mp.setenv("PFBOOK_DATA", str(tmp_path_factory.mktemp("data")))
     cfg = PrimerConfig.for_profile("ci")
     from dataclasses import replace
+
     yield load_data(replace(cfg, n_samples=40))
     mp.undo()
 
@@ -23,10 +31,15 @@ def data(tmp_path_factory):
 def test_profiles_are_valid_and_grow():
     cfgs = [PrimerConfig.for_profile(p) for p in ("ci", "default", "paper")]
     for c in cfgs:
-        c.train_config()                                   # validates the training settings
+        c.train_config()  # validates the training settings
         assert all(s <= c.T for s in c.ddim_steps)
     assert cfgs[0].train.steps < cfgs[1].train.steps < cfgs[2].train.steps
-    assert (cfgs[2].width, cfgs[2].depth, cfgs[2].train.batch_size, cfgs[2].train.lr) == (500, 6, 500, 1e-4)  # Hoseinpour & Dvorkin, Appendix A
+    assert (cfgs[2].width, cfgs[2].depth, cfgs[2].train.batch_size, cfgs[2].train.lr) == (
+        500,
+        6,
+        500,
+        1e-4,
+    )  # Hoseinpour & Dvorkin, Appendix A
     with pytest.raises(ValueError, match="unknown profile"):
         PrimerConfig.for_profile("fast")
 

@@ -4,30 +4,54 @@ Two tiny models are trained once per module (seconds on one CPU thread): one on 
 one on the same ring with an independent third coordinate, for the guidance tests. Every quality check is also
 run on an untrained network, which must fail it: the thresholds separate a working sampler from a broken one.
 """
+
 import math
 
 import pytest
 import torch
 
-from pfbook.diffusion import (ClampGuidance, Compose, DDIMSampler, DDPMSampler, GradientGuidance, Guidance,
-                              GuidanceState, NoiseCorrectionGuidance, ObservationGuidance, ProjectionGuidance,
-                              ReplacementGuidance,
-                              Schedule, TrainConfig, Trainer, build_denoiser, ddim_timesteps, denormalised,
-                              estimate_optimal_variance, make_sampler, ramp)
+from pfbook.diffusion import (
+    ClampGuidance,
+    Compose,
+    DDIMSampler,
+    DDPMSampler,
+    GradientGuidance,
+    Guidance,
+    GuidanceState,
+    NoiseCorrectionGuidance,
+    ObservationGuidance,
+    ProjectionGuidance,
+    ReplacementGuidance,
+    Schedule,
+    TrainConfig,
+    Trainer,
+    build_denoiser,
+    ddim_timesteps,
+    denormalised,
+    estimate_optimal_variance,
+    make_sampler,
+    ramp,
+)
+from pfbook.diffusion.toy import (
+    gaussian_eps,
+    gaussian_posterior_variance,
+    mode_weights,
+    ring_centres,
+    ring_of_gaussians,
+)
 from pfbook.evaluation.distances import mmd_rbf
-from pfbook.diffusion.toy import (gaussian_eps, gaussian_posterior_variance, mode_weights, ring_centres,
-                                  ring_of_gaussians)
 
 T = 200
-SCHEDULE = Schedule.linear(T, 5e-4, 0.1)      # Ho et al.'s β range scaled by 1000/T: ᾱ_T ≈ 5e-5
+SCHEDULE = Schedule.linear(T, 5e-4, 0.1)  # Ho et al.'s β range scaled by 1000/T: ᾱ_T ≈ 5e-5
 CENTRES = ring_centres(8, 2.0)
 N = 4000
 
 
 def _train(data, seed=0):
     model = build_denoiser({"kind": "mlp", "dim": data.shape[1], "width": 128, "depth": 3}, seed=seed)
-    cfg = TrainConfig(steps=4000, batch_size=256, lr=2e-3, lr_decay_every=1333, lr_decay=0.5, ema_decay=0.995,
-                      seed=seed, device="cpu")
+    cfg = TrainConfig(
+        steps=4000, batch_size=256, lr=2e-3, lr_decay_every=1333, lr_decay=0.5, ema_decay=0.995, seed=seed, device="cpu"
+    )
     return Trainer(model, SCHEDULE, data, cfg).train(progress=False).result()
 
 
@@ -113,16 +137,19 @@ def test_ddim_subsequences():
     assert DDIMSampler(SCHEDULE, timesteps=[150, 20, 3]).timesteps == [150, 20, 3]
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: DDIMSampler(SCHEDULE, steps=T + 1), "steps <= 200"),
-    (lambda: DDIMSampler(SCHEDULE, steps=0), "positive integer"),
-    (lambda: DDIMSampler(SCHEDULE, steps=10, eta=-0.5), "eta"),
-    (lambda: DDIMSampler(SCHEDULE, timesteps=[3, 10]), "strictly decreasing"),
-    (lambda: DDIMSampler(SCHEDULE, timesteps=[T, 3]), "strictly decreasing"),
-    (lambda: DDIMSampler(SCHEDULE, steps=5, spacing="cubic"), "unknown timestep spacing"),
-    (lambda: DDPMSampler(SCHEDULE, variance="learned"), "variance"),
-    (lambda: make_sampler("euler", SCHEDULE), "unknown sampler 'euler'"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: DDIMSampler(SCHEDULE, steps=T + 1), "steps <= 200"),
+        (lambda: DDIMSampler(SCHEDULE, steps=0), "positive integer"),
+        (lambda: DDIMSampler(SCHEDULE, steps=10, eta=-0.5), "eta"),
+        (lambda: DDIMSampler(SCHEDULE, timesteps=[3, 10]), "strictly decreasing"),
+        (lambda: DDIMSampler(SCHEDULE, timesteps=[T, 3]), "strictly decreasing"),
+        (lambda: DDIMSampler(SCHEDULE, steps=5, spacing="cubic"), "unknown timestep spacing"),
+        (lambda: DDPMSampler(SCHEDULE, variance="learned"), "variance"),
+        (lambda: make_sampler("euler", SCHEDULE), "unknown sampler 'euler'"),
+    ],
+)
 def test_bad_sampler_parameters_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -133,7 +160,7 @@ GAUSS_MEAN, GAUSS_VAR = torch.tensor([1.0, -0.5]), 0.25
 
 
 def _gauss():
-    data = GAUSS_MEAN + GAUSS_VAR ** 0.5 * torch.randn(20000, 2, generator=_gen(0))
+    data = GAUSS_MEAN + GAUSS_VAR**0.5 * torch.randn(20000, 2, generator=_gen(0))
     return gaussian_eps(GAUSS_MEAN, GAUSS_VAR, SCHEDULE), data
 
 
@@ -143,7 +170,7 @@ def test_optimal_variance_matches_gaussian_closed_form():
     res = estimate_optimal_variance(model, SCHEDULE, data, generator=_gen(1), estimator="residual")
     assert ((res.raw - exact).abs() / exact).max() < 0.04
     eq28 = estimate_optimal_variance(model, SCHEDULE, data, generator=_gen(1), estimator="eq28")
-    snr_high = (1 - SCHEDULE.alpha_bar) / SCHEDULE.alpha_bar < 0.5   # where eq. 28's MC error is not amplified
+    snr_high = (1 - SCHEDULE.alpha_bar) / SCHEDULE.alpha_bar < 0.5  # where eq. 28's MC error is not amplified
     assert snr_high.sum() > 20
     assert ((eq28.raw - exact).abs() / exact)[snr_high].max() < 0.05
     for ov in (res, eq28):
@@ -210,7 +237,7 @@ def test_guidance_meets_a_linear_constraint_and_leaves_the_rest_alone(ring3, sam
     free = dm.sample(N, sampler, generator=_gen())
     guided = dm.sample(N, sampler, guidance=guide, generator=_gen())
     before, after = _residual(free).mean().item(), _residual(guided).mean().item()
-    assert before > 0.3                               # unguided samples do not satisfy it ...
+    assert before > 0.3  # unguided samples do not satisfy it ...
     # ... guided ones do: the projection exactly, the gradient step (contraction 0.2 per step) to 1 %
     assert after < (1e-4 if kind == "observation" else 1e-2) * before
     ok, stats = _judge(guided, _first_two(n))
@@ -229,8 +256,9 @@ def test_projection_onto_a_nonlinear_constraint_keeps_the_modes(ring, sampler):
     n = dm.normaliser
     # full strength only as t -> 0: projecting the blurred x̂_0 of the first, noisiest steps onto the circle
     # would bias which mode a deterministic (DDIM) trajectory ends in
-    guide = ProjectionGuidance(denormalised(lambda x: (x ** 2).sum(-1, keepdim=True) - 4.0, n),
-                               scale=ramp(1.0, power=2), inner_steps=3)
+    guide = ProjectionGuidance(
+        denormalised(lambda x: (x**2).sum(-1, keepdim=True) - 4.0, n), scale=ramp(1.0, power=2), inner_steps=3
+    )
     free = dm.sample(N, sampler, generator=_gen())
     on = dm.sample(N, sampler, guidance=guide, generator=_gen())
     gap = lambda y: (y.double().norm(dim=1) - 2.0).abs().mean().item()
@@ -298,7 +326,7 @@ def test_replacement_conditions_dependent_entries_and_resampling_helps(ring):
     guide = ReplacementGuidance(mask=torch.tensor([True, False]), values=known)
     share = lambda y: (y[:, 1].abs() < 0.4).float().mean().item()
     sampler = DDIMSampler(SCHEDULE, steps=50, eta=1.0)
-    free = share(dm.sample(2000, sampler, generator=_gen()))           # the (2, 0) and (-2, 0) modes: ~1/4
+    free = share(dm.sample(2000, sampler, generator=_gen()))  # the (2, 0) and (-2, 0) modes: ~1/4
     once = dm.sample(2000, sampler, guidance=guide, generator=_gen())
     often = dm.sample(2000, sampler, guidance=guide, generator=_gen(), resample=5)
     assert torch.allclose(often[:, 0], torch.full((2000,), 2.0), atol=1e-5)
@@ -308,12 +336,23 @@ def test_replacement_conditions_dependent_entries_and_resampling_helps(ring):
 
 def test_noise_correction_pulls_toward_the_measurement_more_with_omega(ring):
     dm, _ = ring
-    y0 = dm.normaliser(torch.tensor([[0.0, 2.0]], dtype=torch.float64)).float()      # the (0, 2) mode
+    y0 = dm.normaliser(torch.tensor([[0.0, 2.0]], dtype=torch.float64)).float()  # the (0, 2) mode
     sampler = DDIMSampler(SCHEDULE, steps=20)
     target = torch.tensor([0.0, 2.0])
-    near = {om: ((dm.sample(1000, sampler, guidance=NoiseCorrectionGuidance(y0, omega=om), generator=_gen())
-                  .float() - target).norm(dim=1) < 0.5).float().mean().item() for om in (0.0, 1.0, 5.0)}
-    assert near[0.0] < 0.2                            # one mode of eight without guidance
+    near = {
+        om: (
+            (
+                dm.sample(1000, sampler, guidance=NoiseCorrectionGuidance(y0, omega=om), generator=_gen()).float()
+                - target
+            ).norm(dim=1)
+            < 0.5
+        )
+        .float()
+        .mean()
+        .item()
+        for om in (0.0, 1.0, 5.0)
+    }
+    assert near[0.0] < 0.2  # one mode of eight without guidance
     assert near[1.0] > 0.3 and near[5.0] > 0.9
 
 
@@ -341,8 +380,14 @@ def test_compose_applies_in_order_before_and_after_the_step():
 
 
 def test_clamp_and_ramp():
-    st = GuidanceState(x_t=torch.zeros(2, 2), t=5, t_prev=4, eps=torch.zeros(2, 2),
-                       x0=torch.tensor([[-2.0, 0.5], [3.0, 0.2]]), schedule=SCHEDULE)
+    st = GuidanceState(
+        x_t=torch.zeros(2, 2),
+        t=5,
+        t_prev=4,
+        eps=torch.zeros(2, 2),
+        x0=torch.tensor([[-2.0, 0.5], [3.0, 0.2]]),
+        schedule=SCHEDULE,
+    )
     out = ClampGuidance(0.0, 1.0)(st)
     assert out.x0.min() == 0.0 and out.x0.max() == 1.0
     r = ramp(10.0)
@@ -362,21 +407,27 @@ def test_epsilon_skip_with_a_zero_correction_samples_a_standard_normal():
     x = DDPMSampler(schedule).sample(net, (20000, 3), generator=torch.Generator().manual_seed(0))
     assert x.mean(0).abs().max() < 0.03
     assert (x.std(0) - 1).abs().max() < 0.03
-    plain = MLPDenoiser(3, width=16, depth=1)                     # the same zero output, read as ε̂ = 0
+    plain = MLPDenoiser(3, width=16, depth=1)  # the same zero output, read as ε̂ = 0
     torch.nn.init.zeros_(plain.out.weight)
     torch.nn.init.zeros_(plain.out.bias)
     y = DDPMSampler(schedule).sample(plain, (20000, 3), generator=torch.Generator().manual_seed(0))
-    assert (y.std(0) - 1).abs().min() > 0.2                       # not a standard normal: the skip made the difference
+    assert (y.std(0) - 1).abs().min() > 0.2  # not a standard normal: the skip made the difference
 
 
 def test_make_sampler_reads_the_chapters_sampler_specs():
     ddpm, ddim = make_sampler("DDPM", SCHEDULE), make_sampler("DDIM 50", SCHEDULE)
     assert isinstance(ddpm, DDPMSampler) and ddpm.n_steps == T
     assert isinstance(ddim, DDIMSampler) and ddim.timesteps == DDIMSampler(SCHEDULE, steps=50).timesteps
-    assert make_sampler("ddim 20", SCHEDULE, eta=1.0).eta == 1.0 and make_sampler("ddim", SCHEDULE, steps=7).n_steps == 7
+    assert (
+        make_sampler("ddim 20", SCHEDULE, eta=1.0).eta == 1.0 and make_sampler("ddim", SCHEDULE, steps=7).n_steps == 7
+    )
     assert make_sampler("ddim", SCHEDULE).n_steps == T
-    for spec, match in (("DDIM fifty", "whole number"), ("DDPM 10", "unknown sampler 'DDPM 10'"),
-                        ("", "use 'DDPM' or 'DDIM <steps>'"), ("DDIM 10 20", "unknown sampler")):
+    for spec, match in (
+        ("DDIM fifty", "whole number"),
+        ("DDPM 10", "unknown sampler 'DDPM 10'"),
+        ("", "use 'DDPM' or 'DDIM <steps>'"),
+        ("DDIM 10 20", "unknown sampler"),
+    ):
         with pytest.raises(ValueError, match=match):
             make_sampler(spec, SCHEDULE)
     with pytest.raises(ValueError, match="names its steps"):
@@ -408,7 +459,7 @@ def test_forward_trace_follows_the_closed_form_of_the_noised_second_moment():
     ts = [0, 20, 60, 120, T - 1]
     trace = forward_trace(SCHEDULE, x0, lambda x_t, t: x_t.pow(2).sum(1), ts, seed=5)
     ab = SCHEDULE.alpha_bar.double()
-    expected = [float(ab[t]) * m2 + 2 * (1 - float(ab[t])) for t in ts]     # E||x_t||² = ᾱ E||x_0||² + (1-ᾱ) d
+    expected = [float(ab[t]) * m2 + 2 * (1 - float(ab[t])) for t in ts]  # E||x_t||² = ᾱ E||x_0||² + (1-ᾱ) d
     assert trace == pytest.approx(expected, rel=0.05)
     assert (forward_trace(SCHEDULE, x0, lambda x_t, t: x_t.pow(2).sum(1), ts, seed=5) == trace).all()
     seen = []
@@ -421,14 +472,14 @@ def test_reverse_trace_records_every_step_and_ends_at_the_samples(ring):
 
     dm, _ = ring
     smp = make_sampler("DDIM 20", SCHEDULE)
-    norm2 = lambda z: z.double().pow(2).sum(1)          # noqa: E731
+    norm2 = lambda z: z.double().pow(2).sum(1)  # noqa: E731
     x, ts, prev = reverse_trace(dm, smp, 200, norm2, on="x_prev", seed=1)
     assert ts.tolist() == smp.timesteps and len(prev) == smp.n_steps
     z = dm.normaliser(torch.as_tensor(x))
-    assert prev[-1] == pytest.approx(float(norm2(z).mean()), rel=1e-5)     # x_(t-1) of the last step: the samples
+    assert prev[-1] == pytest.approx(float(norm2(z).mean()), rel=1e-5)  # x_(t-1) of the last step: the samples
     _, _, x0 = reverse_trace(dm, smp, 200, norm2, on="x0", seed=1)
-    assert x0[-1] == pytest.approx(prev[-1], rel=1e-5)   # at t = 0 the step returns x̂_0
-    assert abs(x0[0] - prev[0]) > 0.1 * prev[0]          # but earlier the two states differ: on= picks which is seen
-    assert (dm.draw(200, smp, seed=1)[0] == x).all()     # recording does not change the draw
+    assert x0[-1] == pytest.approx(prev[-1], rel=1e-5)  # at t = 0 the step returns x̂_0
+    assert abs(x0[0] - prev[0]) > 0.1 * prev[0]  # but earlier the two states differ: on= picks which is seen
+    assert (dm.draw(200, smp, seed=1)[0] == x).all()  # recording does not change the draw
     with pytest.raises(ValueError, match="on must be one of"):
         reverse_trace(dm, smp, 4, norm2, on="x_t")

@@ -1,4 +1,5 @@
 """Noise schedules: ᾱ in (0, 1) and decreasing, q(x_t | x_0) statistics, posteriors against closed forms."""
+
 import math
 
 import pytest
@@ -31,7 +32,7 @@ def test_alpha_bar_is_decreasing_inside_unit_interval(name):
 def test_linear_schedule_is_ho_et_al():
     s = Schedule.linear(1000)
     assert torch.allclose(s.betas, torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), atol=1e-12)
-    assert s.alpha_bar[-1] < 1e-4          # x_T is noise: less than 1% of the signal's std left
+    assert s.alpha_bar[-1] < 1e-4  # x_T is noise: less than 1% of the signal's std left
     assert torch.allclose(linear_betas(1000), s.betas, atol=1e-12)
 
 
@@ -91,13 +92,16 @@ def test_state_dict_round_trip():
     assert r.name == "cosine" and torch.equal(r.alpha_bar, s.alpha_bar)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda: make_schedule("sigmoid", 10), "unknown noise schedule 'sigmoid'"),
-    (lambda: Schedule.linear(0), "positive integer"),
-    (lambda: Schedule.linear(10, 0.0, 0.02), r"\(0, 1\)"),
-    (lambda: Schedule(torch.tensor([0.9, 0.95])), "strictly decreasing"),
-    (lambda: Schedule(torch.tensor([1.0, 0.5])), r"inside \(0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda: make_schedule("sigmoid", 10), "unknown noise schedule 'sigmoid'"),
+        (lambda: Schedule.linear(0), "positive integer"),
+        (lambda: Schedule.linear(10, 0.0, 0.02), r"\(0, 1\)"),
+        (lambda: Schedule(torch.tensor([0.9, 0.95])), "strictly decreasing"),
+        (lambda: Schedule(torch.tensor([1.0, 0.5])), r"inside \(0, 1\)"),
+    ],
+)
 def test_bad_schedules_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
@@ -108,11 +112,11 @@ def test_learned_schedule_is_monotone_for_any_weights():
     net = LearnedSchedule(dim=4, T=80, hidden=(32,))
     with torch.no_grad():
         for p in net.parameters():
-            p.normal_(0, 3.0)                     # far from the initial schedule
+            p.normal_(0, 3.0)  # far from the initial schedule
     ab = net(torch.randn(16, 4) * 5)
     assert ab.shape == (80,)
     assert ((ab > 0) & (ab < 1)).all() and (ab[1:] < ab[:-1]).all()
-    ab.sum().backward()                           # differentiable in ω
+    ab.sum().backward()  # differentiable in ω
     assert all(p.grad is not None for p in net.parameters())
 
 
@@ -131,13 +135,13 @@ def test_fit_schedule_makes_a_statistic_follow_its_target():
     net = LearnedSchedule(dim=2, T=T, hidden=(16,))
     data = torch.zeros(256, 2)
     target = torch.arange(1, T + 1, dtype=torch.float64) / (T + 1)
-    stat = lambda x: (x ** 2).mean(-1)
+    stat = lambda x: (x**2).mean(-1)
     before = ((1 - net(data).detach()) - target).abs()
     losses = fit_schedule(net, data, stat, target, steps=300, batch_size=256, lr=3e-2)
     after = ((1 - net(data).detach()) - target).abs()
     assert losses[-1] < 0.05 * losses[0]
-    assert before.mean() > 0.2                     # the linear start is far from the target ...
-    assert after.mean() < 0.03 and after.max() < 0.12   # ... the fitted schedule is on it
+    assert before.mean() > 0.2  # the linear start is far from the target ...
+    assert after.mean() < 0.03 and after.max() < 0.12  # ... the fitted schedule is on it
 
 
 def test_fit_schedule_resolves_first_steps_closer_to_one_than_float32_can():
@@ -147,9 +151,9 @@ def test_fit_schedule_resolves_first_steps_closer_to_one_than_float32_can():
     init = Schedule(torch.exp(-torch.linspace(1e-10, 0.01, T, dtype=torch.float64)))
     torch.manual_seed(0)
     net = LearnedSchedule(dim=2, T=T, hidden=(8,), init=init)
-    assert net(torch.zeros(1, 2))[0].float() == 1.0              # ᾱ_1 rounds to 1 in float32
-    data = torch.zeros(64, 2)                                   # float32 records
-    target = (1 - init.alpha_bar).sqrt()                        # E|x_t| for data at 0 is ~ sqrt(1 - ᾱ_t)
+    assert net(torch.zeros(1, 2))[0].float() == 1.0  # ᾱ_1 rounds to 1 in float32
+    data = torch.zeros(64, 2)  # float32 records
+    target = (1 - init.alpha_bar).sqrt()  # E|x_t| for data at 0 is ~ sqrt(1 - ᾱ_t)
     stat = lambda x: x.abs().mean(-1) * math.sqrt(math.pi / 2)
     losses = fit_schedule(net, data, stat, target, steps=5, batch_size=64, lr=1e-3)
     assert all(math.isfinite(v) for v in losses)

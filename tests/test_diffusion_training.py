@@ -1,10 +1,20 @@
 """Training: seeded and deterministic, resumable exactly, checkpoints that load weights-only and know their layout."""
+
 import numpy as np
 import pytest
 import torch
 
-from pfbook.diffusion import (DiffusionModel, Layout, MLPDenoiser, Normaliser, Schedule, TrainConfig, Trainer,
-                              build_denoiser, load_checkpoint)
+from pfbook.diffusion import (
+    DiffusionModel,
+    Layout,
+    MLPDenoiser,
+    Normaliser,
+    Schedule,
+    TrainConfig,
+    Trainer,
+    build_denoiser,
+    load_checkpoint,
+)
 from pfbook.io import DatasetError
 
 FEATURES = tuple(f"{k}_{b}" for k in ("p", "q") for b in (1, 2, 3))
@@ -17,8 +27,17 @@ def _data(n=300, seed=0):
 
 
 def _trainer(steps=40, seed=0, checkpoint=None, **kw):
-    cfg = TrainConfig(steps=steps, batch_size=64, lr=1e-3, lr_decay_every=15, lr_decay=0.5, ema_decay=0.9,
-                      seed=seed, device="cpu", **kw)
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=64,
+        lr=1e-3,
+        lr_decay_every=15,
+        lr_decay=0.5,
+        ema_decay=0.9,
+        seed=seed,
+        device="cpu",
+        **kw,
+    )
     model = build_denoiser({"kind": "mlp", "dim": 6, "width": 32, "depth": 2}, seed=seed)
     return Trainer(model, Schedule.linear(50, 1e-3, 0.3), _data(), cfg, layout=LAYOUT, checkpoint=checkpoint)
 
@@ -38,7 +57,7 @@ def test_same_seed_gives_identical_weights():
 def test_resume_continues_exactly_as_uninterrupted(tmp_path):
     whole = _trainer(steps=40).train(progress=False)
     first = _trainer(steps=40, checkpoint_every=25, checkpoint=tmp_path / "run.pt")
-    first.train(steps=25, progress=False)            # interrupted after 25 of 40 steps (mid-epoch, mid-lr-period)
+    first.train(steps=25, progress=False)  # interrupted after 25 of 40 steps (mid-epoch, mid-lr-period)
     assert load_checkpoint(tmp_path / "run.pt")["train_state"]["step"] == 25
     resumed = Trainer.resume(tmp_path / "run.pt", _data(), layout=LAYOUT)
     assert resumed.step == 25
@@ -47,22 +66,22 @@ def test_resume_continues_exactly_as_uninterrupted(tmp_path):
     assert _same_weights(whole.model, resumed.model)
     assert all(torch.equal(s, r) for s, r in zip(whole.ema.shadow, resumed.ema.shadow))
     assert torch.equal(whole.losses, resumed.losses)
-    assert resumed.optimizer.param_groups[0]["lr"] == whole.optimizer.param_groups[0]["lr"] == 1e-3 * 0.5 ** 2
+    assert resumed.optimizer.param_groups[0]["lr"] == whole.optimizer.param_groups[0]["lr"] == 1e-3 * 0.5**2
 
 
 def test_lr_decays_by_gamma_every_k_steps():
     tr = _trainer(steps=31).train(progress=False)
-    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5 ** 2)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**2)
 
 
 def test_checkpoint_loads_weights_only_and_round_trips(tmp_path):
     tr = _trainer().train(progress=False)
     path = tr.save_checkpoint(tmp_path / "ck.pt")
-    raw = torch.load(path, weights_only=True)           # plain tensors, dicts, strings and numbers only
+    raw = torch.load(path, weights_only=True)  # plain tensors, dicts, strings and numbers only
     assert raw["layout"]["grid"] == "case3" and raw["layout"]["features"] == list(FEATURES)
     assert set(raw) >= {"model", "ema", "schedule", "normaliser", "layout", "train_config", "train_state"}
     dm = DiffusionModel.load(path, expect=LAYOUT, device="cpu")
-    ref = tr.result()                                    # EMA weights, as the loaded model uses them
+    ref = tr.result()  # EMA weights, as the loaded model uses them
     x = torch.randn(5, 6)
     assert torch.equal(dm.model(x, torch.tensor(3)), ref.model(x, torch.tensor(3)))
     assert torch.equal(dm.schedule.alpha_bar, tr.schedule.alpha_bar)
@@ -123,10 +142,17 @@ def test_extra_loss_hook_sees_the_step_and_changes_training():
     assert (tr.losses > plain.losses).all()
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(steps=0), "steps"), (dict(batch_size=-1), "batch_size"), (dict(lr=0.0), "lr"),
-    (dict(lr_decay=1.5), "lr_decay"), (dict(ema_decay=1.0), "ema_decay"), (dict(seed=-1), "seed"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(steps=0), "steps"),
+        (dict(batch_size=-1), "batch_size"),
+        (dict(lr=0.0), "lr"),
+        (dict(lr_decay=1.5), "lr_decay"),
+        (dict(ema_decay=1.0), "ema_decay"),
+        (dict(seed=-1), "seed"),
+    ],
+)
 def test_bad_config_is_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**bad)
@@ -148,7 +174,7 @@ def test_progress_bar_shows_the_loss(capsys):
 
 def test_normalisers_invert_and_handle_constant_features():
     x = _data().numpy()
-    x[:, 2] = 3.0                                        # a constant feature (a reference-bus angle, say)
+    x[:, 2] = 3.0  # a constant feature (a reference-bus angle, say)
     for n in (Normaliser.standard(x), Normaliser.minmax(x), Normaliser.minmax(low=x.min(0), high=x.max(0) + 1)):
         z = n(torch.as_tensor(x))
         assert torch.allclose(n.inverse(z), torch.as_tensor(x), atol=1e-9)
@@ -172,8 +198,13 @@ def test_normalisers_invert_and_handle_constant_features():
 
 def test_layout_must_match_the_data():
     with pytest.raises(ValueError, match="layout"):
-        Trainer(MLPDenoiser(6, 8, 1), Schedule.linear(10), _data(), TrainConfig(device="cpu"),
-                layout=Layout(features=FEATURES[:4] + ("v_1", "v_2", "v_3"), shape=(7,)))
+        Trainer(
+            MLPDenoiser(6, 8, 1),
+            Schedule.linear(10),
+            _data(),
+            TrainConfig(device="cpu"),
+            layout=Layout(features=FEATURES[:4] + ("v_1", "v_2", "v_3"), shape=(7,)),
+        )
 
 
 def test_train_config_from_a_chapters_settings_takes_only_training_fields():
@@ -184,4 +215,4 @@ def test_train_config_from_a_chapters_settings_takes_only_training_fields():
     settings = SimpleNamespace(steps=7, batch_size=3, lr=0.5, ema_decay=0.9, seed=2, device="cpu", grid="case5")
     cfg = TrainConfig.from_settings(settings)
     assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.ema_decay, cfg.seed, cfg.device) == (7, 3, 0.5, 0.9, 2, "cpu")
-    assert cfg.lr_decay_every == TrainConfig().lr_decay_every      # absent fields keep their defaults
+    assert cfg.lr_decay_every == TrainConfig().lr_decay_every  # absent fields keep their defaults

@@ -1,16 +1,23 @@
 """Two-sample distances of :mod:`pfbook.evaluation.distances`: W1/σ with its one constant-feature rule."""
+
 import numpy as np
 import pytest
 
-from pfbook.evaluation.distances import (CONSTANT_STD, mean_w1_over_sigma, sliced_wasserstein, standardise,
-                                         varying_features, w1_over_sigma)
+from pfbook.evaluation.distances import (
+    CONSTANT_STD,
+    mean_w1_over_sigma,
+    sliced_wasserstein,
+    standardise,
+    varying_features,
+    w1_over_sigma,
+)
 
 
 def _records(n=400, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 4)) * np.array([1.0, 0.1, 1.0, 1.0])
-    x[:, 2] = 0.0                                       # fixed, like a reference angle
-    x[:, 3] = 1.05 + 1e-9 * rng.normal(size=n)          # held at a limit to solver tolerance
+    x[:, 2] = 0.0  # fixed, like a reference angle
+    x[:, 3] = 1.05 + 1e-9 * rng.normal(size=n)  # held at a limit to solver tolerance
     return x
 
 
@@ -18,7 +25,7 @@ def test_constant_features_are_left_out_and_small_spread_stays_in():
     x = _records()
     assert varying_features(x).tolist() == [True, True, False, False]
     small = x.copy()
-    small[:, 1] *= 100 * CONSTANT_STD / small[:, 1].std()   # varies a little, a hundred times the rule's bound
+    small[:, 1] *= 100 * CONSTANT_STD / small[:, 1].std()  # varies a little, a hundred times the rule's bound
     assert varying_features(small)[1]
     w = w1_over_sigma(x + 0.5 * x.std(0), x)
     assert np.isnan(w[2:]).all() and w[:2] == pytest.approx([0.5, 0.5], rel=1e-9)
@@ -33,7 +40,7 @@ def test_mean_w1_over_sigma_is_zero_for_identical_samples_one_for_a_shift_by_sig
     off[:, 3] += 1e-3
     assert mean_w1_over_sigma(off, x) == 0.0
     other = _records(seed=1)
-    assert 0.0 < mean_w1_over_sigma(other, x) < 0.3      # two draws of one distribution are close, not equal
+    assert 0.0 < mean_w1_over_sigma(other, x) < 0.3  # two draws of one distribution are close, not equal
 
 
 def test_standardise_gives_the_sliced_distance_the_same_features():

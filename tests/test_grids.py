@@ -1,11 +1,21 @@
 """Grids load by name, path and pandapower net, in one per-unit bus order, with MATPOWER's admittances."""
+
 import numpy as np
 import pandapower.networks as pn
 import pytest
 from pypower.api import ext2int, makeYbus
 
-from pfbook.power.grids import (BOOK_GRIDS, Grid, UnknownGridError, known_grids, load_grid, matpower_cases, pglib_baseline,
-                                pglib_cases, pglib_version)
+from pfbook.power.grids import (
+    BOOK_GRIDS,
+    Grid,
+    UnknownGridError,
+    known_grids,
+    load_grid,
+    matpower_cases,
+    pglib_baseline,
+    pglib_cases,
+    pglib_version,
+)
 
 
 @pytest.mark.parametrize("name", BOOK_GRIDS)
@@ -21,29 +31,29 @@ def test_ybus_matches_pypower(name):
 def test_case5_is_pjm_in_per_unit():
     g = load_grid("case5")
     assert (g.n_bus, g.n_branch, g.n_gen) == (5, 6, 5)
-    assert list(g.bus_ids) == [1, 2, 3, 4, 5]          # the case file's bus order
+    assert list(g.bus_ids) == [1, 2, 3, 4, 5]  # the case file's bus order
     np.testing.assert_allclose(g.pd, [0, 3, 3, 4, 0])  # 300 MW on 100 MVA base
-    assert g.ref == 3                                   # bus 4 is the reference
+    assert g.ref == 3  # bus 4 is the reference
     assert list(g.load_bus) == [1, 2, 3]
-    np.testing.assert_allclose(g.rate_a[0], 4.0)        # 400 MVA
+    np.testing.assert_allclose(g.rate_a[0], 4.0)  # 400 MVA
     np.testing.assert_allclose(g.cost_coef[:, 1], [14, 15, 30, 40, 10])
 
 
 def test_unlimited_branches_have_infinite_rating():
-    g = load_grid("case118")                            # RATE_A = 0 for every branch: unlimited
+    g = load_grid("case118")  # RATE_A = 0 for every branch: unlimited
     assert np.all(np.isinf(g.rate_a))
 
 
 def test_taps_and_phase_shifters_are_modelled():
     g = load_grid("case300")
     assert np.any(g.ratio != 1.0) and np.any(g.bs != 0)
-    ppc = g.to_ppc()                                   # none of the book's cases has a phase shifter:
-    ppc["branch"][[3, 7], 9] = [10.0, -5.0]            # add two and compare against MATPOWER's formula
+    ppc = g.to_ppc()  # none of the book's cases has a phase shifter:
+    ppc["branch"][[3, 7], 9] = [10.0, -5.0]  # add two and compare against MATPOWER's formula
     shifted = Grid.from_ppc(ppc, name="shifted")
     np.testing.assert_allclose(shifted.shift[[3, 7]], np.radians([10.0, -5.0]))
     Y, _, _ = makeYbus(ppc["baseMVA"], ext2int(ppc)["bus"], ext2int(ppc)["branch"])
     assert abs(Y - shifted.Ybus).max() < 1e-10
-    assert abs(Y - g.Ybus).max() > 1e-3                # and the shift does change Ybus
+    assert abs(Y - g.Ybus).max() > 1e-3  # and the shift does change Ybus
 
 
 def test_unknown_name_lists_known_ones():
@@ -89,8 +99,8 @@ def test_registry_lists_book_grids():
 def test_isolated_buses_and_out_of_service_elements_are_dropped():
     ppc = load_grid("case9").to_ppc()
     ppc["bus"] = np.vstack([ppc["bus"], ppc["bus"][-1]])
-    ppc["bus"][-1, 0], ppc["bus"][-1, 1] = 99, 4        # an isolated bus
-    ppc["branch"][0, 10] = 0                           # a branch out of service
+    ppc["bus"][-1, 0], ppc["bus"][-1, 1] = 99, 4  # an isolated bus
+    ppc["branch"][0, 10] = 0  # a branch out of service
     g = Grid.from_ppc(ppc, name="edited")
     assert g.n_bus == 9 and g.n_branch == 8
 
@@ -98,7 +108,12 @@ def test_isolated_buses_and_out_of_service_elements_are_dropped():
 def test_pglib_cases_load_by_their_own_names_with_their_source():
     names = pglib_cases()
     assert pglib_version() == "23.07"
-    for n in ("pglib_opf_case5_pjm", "pglib_opf_case118_ieee", "pglib_opf_case5_pjm__api", "pglib_opf_case14_ieee__sad"):
+    for n in (
+        "pglib_opf_case5_pjm",
+        "pglib_opf_case118_ieee",
+        "pglib_opf_case5_pjm__api",
+        "pglib_opf_case14_ieee__sad",
+    ):
         assert n in names and n in known_grids()["pglib"]
         g = load_grid(n)
         assert g.name == n and g.source == f"PGLib-OPF v23.07 {n}.m"

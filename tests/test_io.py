@@ -1,4 +1,5 @@
 """pfbook.io: results tables become valid JSON (no NaN, no NumPy types) and files are written whole."""
+
 import json
 import os
 import stat
@@ -11,24 +12,28 @@ from pfbook.io import DatasetError, StoredDataset, atomic_write_json, atomic_wri
 
 
 def test_json_safe_makes_a_table_strict_json(tmp_path):
-    table = pd.DataFrame({"gap": [np.float32(0.5), np.nan], "n": np.array([3, 4], dtype=np.int64),
-                          "ok": np.array([True, False])}, index=["a", "b"])
+    table = pd.DataFrame(
+        {"gap": [np.float32(0.5), np.nan], "n": np.array([3, 4], dtype=np.int64), "ok": np.array([True, False])},
+        index=["a", "b"],
+    )
     obj = json_safe(table.reset_index().astype(object).to_dict(orient="split") | {"inf": (np.inf, -np.inf)})
-    text = json.dumps(obj, allow_nan=False)                  # raises on NaN/inf or a NumPy type left behind
+    text = json.dumps(obj, allow_nan=False)  # raises on NaN/inf or a NumPy type left behind
     back = json.loads(text)
     assert back["data"] == [["a", 0.5, 3, True], ["b", None, 4, False]]
     assert back["inf"] == [None, None]
     path = atomic_write_json(tmp_path / "t.json", obj)
     assert json.loads(path.read_text()) == back
-    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]   # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]  # no temporary file left behind
 
 
 def test_read_summaries_first_folder_wins_and_names_a_corrupt_file(tmp_path):
     from pfbook.io import DatasetError, atomic_write_json, read_summaries, summary_table
 
     def put(folder, grid, profile, value):
-        atomic_write_json(tmp_path / folder / grid / f"x-summary-{profile}.json",
-                          {"grid": grid, "profile": profile, "table": {"row": {"v": value}}})
+        atomic_write_json(
+            tmp_path / folder / grid / f"x-summary-{profile}.json",
+            {"grid": grid, "profile": profile, "table": {"row": {"v": value}}},
+        )
 
     put("runs", "case5", "default", 1.0)
     put("book", "case5", "default", 2.0)
@@ -77,21 +82,28 @@ def test_atomic_writes_honour_the_umask(tmp_path, umask, mask, mode):
     from pfbook.io import atomic_write_bytes
 
     umask(mask)
-    paths = [atomic_write_json(tmp_path / "a.json", {"x": 1}),
-             atomic_write_npz(tmp_path / "a.npz", {"x": np.arange(3)}),
-             atomic_write_bytes(tmp_path / "a.bin", b"abc")]
+    paths = [
+        atomic_write_json(tmp_path / "a.json", {"x": 1}),
+        atomic_write_npz(tmp_path / "a.npz", {"x": np.arange(3)}),
+        atomic_write_bytes(tmp_path / "a.bin", b"abc"),
+    ]
     (tmp_path / "old.json").write_text("{}")
     os.chmod(tmp_path / "old.json", 0o600 if mode != 0o600 else 0o644)
-    paths.append(atomic_write_json(tmp_path / "old.json", {"x": 2}))          # replacing a file: the new one's mode
+    paths.append(atomic_write_json(tmp_path / "old.json", {"x": 2}))  # replacing a file: the new one's mode
     model = build_denoiser({"kind": "mlp", "dim": 2, "width": 8, "depth": 1}, seed=0)
-    ck = save_checkpoint(tmp_path / "ck.pt", model, Schedule.linear(10), Normaliser.identity(2),
-                         Layout(features=("p_1", "p_2"), grid="case3", shape=(2,)))
+    ck = save_checkpoint(
+        tmp_path / "ck.pt",
+        model,
+        Schedule.linear(10),
+        Normaliser.identity(2),
+        Layout(features=("p_1", "p_2"), grid="case3", shape=(2,)),
+    )
     paths.append(ck)
     for p in paths:
         assert stat.S_IMODE(p.stat().st_mode) == mode, (p.name, oct(p.stat().st_mode))
     assert load_checkpoint(ck)["layout"]["grid"] == "case3"
     assert json.loads((tmp_path / "old.json").read_text()) == {"x": 2}
-    assert not list(tmp_path.glob(".*.tmp"))                                    # no temporary file left behind
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
 class _Toy(StoredDataset):
@@ -138,10 +150,12 @@ def test_stored_dataset_checks_its_sidecar_against_the_arrays(tmp_path):
     refused({**meta, "n": True}, "field 'n' is true or false, not an integer")
     refused({**meta, "kind": "other"}, "field 'kind' is 'other', a toy dataset has 'toy'")
     # another file's sidecar, the checksum copied over: the shapes give it away, and the error says what it describes
-    refused({**meta, "n": 5, "names": ["a", "b", "c"]},
-            r"toy.npz does not match its metadata toy.json \(5 rows of a, b, c\): array 'x' has shape \(4, 2\), "
-            r"the metadata describes \(5, 3\)")
+    refused(
+        {**meta, "n": 5, "names": ["a", "b", "c"]},
+        r"toy.npz does not match its metadata toy.json \(5 rows of a, b, c\): array 'x' has shape \(4, 2\), "
+        r"the metadata describes \(5, 3\)",
+    )
     refused({**meta, "rate": -1}, "its 'rate' is -1, not positive")
     refused({**meta, "sha256": "0" * 64}, "checksum")
     side.write_text(json.dumps(meta))
-    assert _Toy.read(path).meta == meta                                          # and the right one loads again
+    assert _Toy.read(path).meta == meta  # and the right one loads again

@@ -11,6 +11,7 @@ Layers, lowest first (a module may import its own layer and those below it):
 Every ``import`` and ``from ... import`` of the package is read from the source with :mod:`ast` (including
 imports inside functions), so a lazy import cannot hide an arrow.
 """
+
 from __future__ import annotations
 
 import ast
@@ -68,7 +69,7 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
                 target = node.module or ""
             if target.split(".")[0] != "pfbook":
                 continue
-            if target == "pfbook":              # from pfbook import X: X is the module imported
+            if target == "pfbook":  # from pfbook import X: X is the module imported
                 found += [(node.lineno, f"pfbook.{a.name}") for a in node.names]
             elif target == "pfbook.methods":
                 found += [(node.lineno, f"pfbook.methods.{a.name}") for a in node.names]

@@ -1,11 +1,20 @@
 """The batched load-flow problem (20) of DiffOPF: derivatives, solutions, agreement with Ipopt, failure reports."""
+
 import numpy as np
 import pytest
 import torch
 
 from pfbook.power.grids import load_grid
-from pfbook.power.loadflow import (_CHOLESKY_MIN, MIN_ROWS_PER_WORKER, LoadFlowProblem, _BlockSystem, compare_with_reference,
-                             d2sbus_dv2, dsbus_dv, reference_solve)
+from pfbook.power.loadflow import (
+    _CHOLESKY_MIN,
+    MIN_ROWS_PER_WORKER,
+    LoadFlowProblem,
+    _BlockSystem,
+    compare_with_reference,
+    d2sbus_dv2,
+    dsbus_dv,
+    reference_solve,
+)
 from pfbook.power.opf import ACOPF
 from pfbook.power.physics import bus_power
 
@@ -41,7 +50,7 @@ def test_derivatives_match_autograd():
     vm = 1 + 0.05 * torch.randn(2, n, generator=gen, dtype=torch.float64)
     V = torch.polar(vm, th)
     S, dVa, dVm = dsbus_dv(lf.Y, V)
-    pc, qc = bus_power(lf.grid, vm, th)               # the branch-wise physics of pfbook.power.physics
+    pc, qc = bus_power(lf.grid, vm, th)  # the branch-wise physics of pfbook.power.physics
     assert torch.allclose(S.real, pc, atol=1e-10) and torch.allclose(S.imag, qc, atol=1e-10)
 
     def s_of(z):
@@ -83,7 +92,7 @@ def test_agrees_with_ipopt_reference(name):
         for key in ("pg", "qg", "v", "theta"):
             assert np.abs(getattr(r, key)[k] - ref[key]).max() < 1e-6, key
         assert abs(r.distance[k] - ref["distance"]) < 1e-6
-        assert r.distance[k] > 1e-6                    # a perturbed warm start is not feasible as it is
+        assert r.distance[k] > 1e-6  # a perturbed warm start is not feasible as it is
 
 
 @pytest.mark.parametrize("backend", ["dense", "sparse"])
@@ -102,7 +111,7 @@ def test_failures_are_reported_not_hidden(case5_points, backend):
     pg, qg, pd, qd = case5_points
     r = LoadFlowProblem("case5", backend=backend).solve(pg * 1.3, qg, pd, qd, max_iter=0, lm_iters=0)
     assert r.n_failed == len(pg) and not r.converged.any()
-    assert r.retried == len(pg)                    # each was tried a second time before it counted as failed
+    assert r.retried == len(pg)  # each was tried a second time before it counted as failed
     assert "failed" in repr(r)
 
 
@@ -180,8 +189,8 @@ def test_sparse_backend_agrees_with_ipopt_reference():
 
 
 def test_backend_choice():
-    assert LoadFlowProblem("case14").backend == "dense"            # auto: small grids stay dense
-    assert LoadFlowProblem("case57").backend == "sparse"           # ... larger ones go sparse on the CPU
+    assert LoadFlowProblem("case14").backend == "dense"  # auto: small grids stay dense
+    assert LoadFlowProblem("case57").backend == "sparse"  # ... larger ones go sparse on the CPU
     assert LoadFlowProblem("case57", backend="dense").backend == "dense"
     with pytest.raises(ValueError, match="backend must be"):
         LoadFlowProblem("case5", backend="scipy")
@@ -197,9 +206,9 @@ def test_sparse_block_solves():
     rows, cols = np.nonzero(R | R.T)
     X = rng.standard_normal((b, m, m)) * (R | R.T)
     A = X + X.transpose(0, 2, 1)
-    A += (np.abs(A).sum(2) + 1)[:, :, None] * np.eye(m)          # diagonally dominant: SPD
-    A[1] -= 2 * np.diag(A[1].diagonal())                        # indefinite: Cholesky fails, SuperLU solves it
-    A[2] = 0.0                                                  # singular: NaN
+    A += (np.abs(A).sum(2) + 1)[:, :, None] * np.eye(m)  # diagonally dominant: SPD
+    A[1] -= 2 * np.diag(A[1].diagonal())  # indefinite: Cholesky fails, SuperLU solves it
+    A[2] = 0.0  # singular: NaN
     rhs = rng.standard_normal((b, m))
     system = _BlockSystem(rows, cols, m, spd=True)
     assert np.array_equal(np.flatnonzero(system.chol.factor(A[:, rows, cols])[1]), [1, 2])

@@ -1,13 +1,14 @@
 """SCADA data: real profiles, power-flow states that satisfy the equations, channels, caching."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
 
+from pfbook.io import DatasetError
 from pfbook.power import measurements as ms
 from pfbook.power.grids import load_grid
-from pfbook.io import DatasetError
 from pfbook.power.physics import branch_flows, nodal_mismatch
 
 
@@ -16,7 +17,7 @@ def test_profiles_ship_offline_and_are_normalised():
     assert a.shape == (35136, 2) and np.allclose(a.max(axis=0), 1.0) and a.min() >= 0
     assert times[0] == "01.01.2016 00:00" and times[-1] == "31.12.2016 23:45"
     r, _ = ms.simbench_profiles("res", ["PV1", "WP3"])
-    assert np.allclose(r.max(axis=0), 1.0) and r[0, 0] == 0.0          # no sun at midnight
+    assert np.allclose(r.max(axis=0), 1.0) and r[0, 0] == 0.0  # no sun at midnight
 
 
 def test_missing_profile_is_a_clear_error():
@@ -39,7 +40,7 @@ def test_power_flow_states_satisfy_equations(name):
     assert max(dp.abs().max().item(), dq.abs().max().item()) < 1e-8
     bt = inj["bus_type"]
     pvpq, pq = bt != 3, bt == 1
-    assert np.abs(r["p"][:, pvpq] - inj["p"][:, pvpq]).max() < 1e-8      # what was specified holds
+    assert np.abs(r["p"][:, pvpq] - inj["p"][:, pvpq]).max() < 1e-8  # what was specified holds
     assert np.abs(r["q"][:, pq] - inj["q"][:, pq]).max() < 1e-8
     assert np.allclose(r["vm"][:, g.gen_bus], inj["vm0"][g.gen_bus])
     ren = np.asarray(sc.renewable_gen)
@@ -62,7 +63,7 @@ def test_matches_pypower_runpf():
         ppc = g.to_ppc()
         ppc["bus"][:, 2], ppc["bus"][:, 3] = inj["pd"][k] * base, inj["qd"][k] * base
         ppc["bus"][:, 1] = inj["bus_type"]
-        ppc["gen"][:, 1] = inj["pg"][k] * base                         # renewables included
+        ppc["gen"][:, 1] = inj["pg"][k] * base  # renewables included
         ppc["gen"][:, 5] = inj["vm0"][g.gen_bus]
         res, ok = runpf(ppc, ppoption(VERBOSE=0, OUT_ALL=0, PF_TOL=1e-10))
         assert ok
@@ -105,11 +106,11 @@ def test_dataset_channels_noise_cache(tmp_path):
     u = [i for i, c in enumerate(layout) if c["kind"] == "U_i"]
     assert np.allclose(ds.y0_clean[0][u], ds.vm[:96, ds.area_bus].T, atol=1e-6)
     rel = np.abs(ds.y0[:, u] - ds.y0_clean[:, u]) / np.abs(ds.y0_clean[:, u])
-    assert 0.0005 < rel.std() < 0.005                                  # 0.2 % voltage noise
+    assert 0.0005 < rel.std() < 0.005  # 0.2 % voltage noise
     meta = json.loads(ds.path.with_suffix(".json").read_text())
     assert meta["grid"] == "case30" and len(meta["channels"]) == M and meta["renewables"]
     assert "simbench" in meta["profile_source"] and len(meta["load_profile"]) == g.n_load
-    again = ms.scada_dataset("case30", **kw)                             # cache hit, same bytes
+    again = ms.scada_dataset("case30", **kw)  # cache hit, same bytes
     assert np.array_equal(again.y0, ds.y0)
     assert not any(p.name.endswith(".parts") for p in tmp_path.iterdir())
     ds.path.write_bytes(b"broken")
@@ -132,7 +133,7 @@ def test_dataset_resumes_from_parts(tmp_path, monkeypatch):
     spec = ms.ScadaSpec("case30", start_day=60, n_days=2)
     parts = tmp_path / f".{spec.stem()}.parts"
     parts.mkdir(parents=True)
-    ms._solve_days(load_grid("case30"), spec, [0], str(parts / "part-0000-0000.npz"))   # left by an interrupted run
+    ms._solve_days(load_grid("case30"), spec, [0], str(parts / "part-0000-0000.npz"))  # left by an interrupted run
     ran = []
     real = ms._solve_days
     monkeypatch.setattr(ms, "_solve_days", lambda g, s, days, *a: (ran.append(days), real(g, s, days, *a))[1])
@@ -150,12 +151,18 @@ def test_a_sidecar_from_another_dataset_or_a_broken_one_is_refused(tmp_path):
     meta = json.loads(side.read_text())
     # the sidecar of the whole-grid dataset beside the 5-bus area's arrays, its checksum made to pass
     side.write_text(json.dumps({**whole.meta, "sha256": meta["sha256"]}))
-    with pytest.raises(DatasetError, match=rf"does not match its metadata .*\(case14: 1 day, {len(whole.channels)} "
-                                           rf"channels, 14 buses\): array 'y0' has shape \(1, {len(ds.channels)}, 96\)"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"does not match its metadata .*\(case14: 1 day, {len(whole.channels)} "
+        rf"channels, 14 buses\): array 'y0' has shape \(1, {len(ds.channels)}, 96\)",
+    ):
         ms.ScadaDataset.load(ds.path)
     side.write_text(json.dumps({**meta, "channels": meta["channels"][:-1]}))
-    with pytest.raises(DatasetError, match=rf"'shape' gives {len(ds.channels)} channels, its 'channels' list "
-                                           rf"{len(ds.channels) - 1}"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"'shape' gives {len(ds.channels)} channels, its 'channels' list "
+        rf"{len(ds.channels) - 1}",
+    ):
         ms.ScadaDataset.load(ds.path)
     side.write_text("[]")
     with pytest.raises(DatasetError, match="holds a list, not a JSON object with the fields of a SCADA dataset"):
@@ -166,5 +173,5 @@ def test_a_sidecar_from_another_dataset_or_a_broken_one_is_refused(tmp_path):
     side.write_text(json.dumps({**meta, "kind": "pmu"}))
     with pytest.raises(DatasetError, match="field 'kind' is 'pmu', a SCADA dataset has 'scada'"):
         ms.ScadaDataset.load(ds.path)
-    again = ms.scada_dataset("case14", area_size=5, out_dir=tmp_path / "area", **kw)   # regenerated, not a KeyError
+    again = ms.scada_dataset("case14", area_size=5, out_dir=tmp_path / "area", **kw)  # regenerated, not a KeyError
     assert np.array_equal(again.y0, ds.y0) and json.loads(side.read_text())["shape"] == meta["shape"]

@@ -1,5 +1,6 @@
 """Tests of pfbook.power.opf: MATPOWER's published optima, agreement with PYPOWER's runopf, feasibility of
 the returned points (checked independently of the solver), warm starts, failures and bad input."""
+
 from __future__ import annotations
 
 import pickle
@@ -12,8 +13,7 @@ from pfbook.power.grids import BOOK_GRIDS, Grid, _case_size, load_grid, pglib_ba
 from pfbook.power.opf import ACOPF, FEASIBILITY_TOL, OPFResult, _OPFModel, pypower_runopf, solve_opf
 
 #: MATPOWER's published optimal costs ($/h) of its case files (MATPOWER 7 ``runopf``).
-PUBLISHED = {"case5": 17551.89, "case14": 8081.53, "case30": 576.89, "case57": 41737.79,
-             "case118": 129660.69}
+PUBLISHED = {"case5": 17551.89, "case14": 8081.53, "case30": 576.89, "case57": 41737.79, "case118": 129660.69}
 
 
 def random_loads(grid: Grid, seed: int, lo: float = 0.8, hi: float = 1.0):
@@ -112,7 +112,7 @@ def test_cost_factors_match_pypower(solvers):
     g = opf.grid
     cf = np.random.default_rng(5).uniform(0.7, 1.3, g.n_gen)
     ppc = g.to_ppc()
-    ppc["gencost"][:, 5] *= cf                      # c1 of the 3-coefficient polynomial
+    ppc["gencost"][:, 5] *= cf  # c1 of the 3-coefficient polynomial
     ref = pypower_runopf(g, ppc=ppc)
     for r in (opf.solve(cost_factors=cf), opf.solve(cost_factors=cf, warm_start=nominal)):
         assert r.success and abs(r.cost - ref["f"]) / ref["f"] < 1e-6
@@ -122,13 +122,13 @@ def test_cost_factors_match_pypower(solvers):
 def test_angle_difference_limits_match_pypower():
     g = load_grid("case118")
     ppc = g.to_ppc()
-    ppc["branch"][:, 11], ppc["branch"][:, 12] = -6.0, 6.0     # degrees; binds on case118
+    ppc["branch"][:, 11], ppc["branch"][:, 12] = -6.0, 6.0  # degrees; binds on case118
     g6 = Grid.from_ppc(ppc, name="case118_ang6")
     r = ACOPF(g6).solve()
     ref = pypower_runopf(g6)
     assert r.success and ref["success"]
     assert abs(r.cost - ref["f"]) / ref["f"] < 1e-6
-    assert r.cost > 129660.69 * (1 + 1e-4)                     # the limits change the optimum
+    assert r.cost > 129660.69 * (1 + 1e-4)  # the limits change the optimum
     assert np.abs(r.va[g6.f] - r.va[g6.t]).max() <= np.radians(6.0) + 1e-6
 
 
@@ -138,8 +138,8 @@ def test_derivatives_match_finite_differences():
     m = _OPFModel(g)
     rng = np.random.default_rng(0)
     x = m.x_cold.copy()
-    x[:g.n_bus] += rng.normal(0, 0.1, g.n_bus)
-    x[g.n_bus:] += rng.normal(0, 0.05, m.n - g.n_bus)
+    x[: g.n_bus] += rng.normal(0, 0.1, g.n_bus)
+    x[g.n_bus :] += rng.normal(0, 0.05, m.n - g.n_bus)
     lam = rng.normal(size=m.m)
 
     def jac(x):
@@ -155,7 +155,7 @@ def test_derivatives_match_finite_differences():
         Hn[:, i] = ((m.gradient(x + e) + jac(x + e).T @ lam) - (m.gradient(x - e) + jac(x - e).T @ lam)) / (2 * h)
         assert np.isclose(m.gradient(x)[i], (m.objective(x + e) - m.objective(x - e)) / (2 * h), rtol=1e-5, atol=1e-3)
     H = sp.coo_matrix((m.hessian(x, lam, 1.0), (m.hrow, m.hcol)), shape=(m.n, m.n)).toarray()
-    assert np.all(m.hrow >= m.hcol)                 # lower triangle only
+    assert np.all(m.hrow >= m.hcol)  # lower triangle only
     H = H + np.tril(H, -1).T
     assert np.abs(J - Jn).max() < 1e-6 * max(1, np.abs(J).max())
     assert np.abs(H - Hn).max() < 1e-6 * max(1, np.abs(H).max())
@@ -185,7 +185,7 @@ def test_results_do_not_depend_on_solve_order():
     s1 = ACOPF(g)
     nom1 = s1.solve()
     r1 = [s1.solve(*a, warm_start=nom1), s1.solve(*b, warm_start=nom1)]
-    s2 = pickle.loads(pickle.dumps(ACOPF(g)))       # also: solvers survive pickling (worker processes)
+    s2 = pickle.loads(pickle.dumps(ACOPF(g)))  # also: solvers survive pickling (worker processes)
     nom2 = s2.solve()
     r2 = [s2.solve(*b, warm_start=nom2), s2.solve(*a, warm_start=nom2)]
     assert np.array_equal(nom1.x, nom2.x)
@@ -202,7 +202,7 @@ def test_infeasible_load_returns_failure():
 
 def test_impossible_voltage_bounds_return_failure():
     ppc = load_grid("case5").to_ppc()
-    ppc["bus"][2, 11], ppc["bus"][2, 12] = 0.9, 1.1          # VMAX < VMIN at one bus
+    ppc["bus"][2, 11], ppc["bus"][2, 12] = 0.9, 1.1  # VMAX < VMIN at one bus
     r = solve_opf(Grid.from_ppc(ppc, name="case5_bad_v"))
     assert not r.success
 
@@ -235,7 +235,7 @@ def test_piecewise_linear_costs_are_rejected():
     ppc = load_grid("case9").to_ppc()
     gencost = np.zeros((3, 8))
     gencost[0, :7] = [2, 0, 0, 3, 0.11, 5, 150]
-    gencost[1, :8] = [1, 0, 0, 2, 0, 0, 200, 1000]      # piecewise linear: (0 MW, 0 $/h), (200 MW, 1000 $/h)
+    gencost[1, :8] = [1, 0, 0, 2, 0, 0, 200, 1000]  # piecewise linear: (0 MW, 0 $/h), (200 MW, 1000 $/h)
     gencost[2, :7] = [2, 0, 0, 3, 0.1225, 1, 335]
     ppc["gencost"] = gencost
     g = Grid.from_ppc(ppc, name="case9_pwl")
@@ -257,9 +257,13 @@ def test_nominal_opf_equals_the_published_pglib_optimum(name):
 
 def test_the_issue_cases_match_pglib():
     """The cases the DiffOPF paper uses, by value (a guard against a baseline table read wrongly)."""
-    for name, cost in (("pglib_opf_case5_pjm", 17552), ("pglib_opf_case14_ieee", 2178.1),
-                       ("pglib_opf_case24_ieee_rts", 63352), ("pglib_opf_case118_ieee", 97214),
-                       ("pglib_opf_case5_pjm__api", 78950)):
+    for name, cost in (
+        ("pglib_opf_case5_pjm", 17552),
+        ("pglib_opf_case14_ieee", 2178.1),
+        ("pglib_opf_case24_ieee_rts", 63352),
+        ("pglib_opf_case118_ieee", 97214),
+        ("pglib_opf_case5_pjm__api", 78950),
+    ):
         assert float(f"{solve_opf(name).cost:.4e}") == cost
 
 
@@ -274,4 +278,4 @@ def test_a_converged_solve_above_the_feasibility_tolerance_is_polished():
     r = solve_opf("pglib_opf_case179_goc__api")
     assert r.success and r.max_violation <= FEASIBILITY_TOL
     raw = solve_opf("pglib_opf_case179_goc__api", ipopt_options={"constr_viol_tol": 1e-4})
-    assert not raw.success and raw.max_violation > FEASIBILITY_TOL     # what the polish repairs
+    assert not raw.success and raw.max_violation > FEASIBILITY_TOL  # what the polish repairs

@@ -1,4 +1,5 @@
 """The torch physics agrees with independent power-flow solvers, batches, and differentiates."""
+
 import numpy as np
 import pandapower as pp
 import pandapower.networks as pn
@@ -7,8 +8,14 @@ import torch
 from pypower.api import ppoption, runpf
 
 from pfbook.power.grids import BOOK_GRIDS, Grid, load_grid
-from pfbook.power.physics import (branch_flows, grid_tensors, injections, limit_violations, mismatch_magnitude,
-                            nodal_mismatch)
+from pfbook.power.physics import (
+    branch_flows,
+    grid_tensors,
+    injections,
+    limit_violations,
+    mismatch_magnitude,
+    nodal_mismatch,
+)
 
 
 def _state_from_ppc(g, bus, gen, base):
@@ -72,7 +79,7 @@ def test_any_batch_shape_and_float32(device):
     p, q, v, th = r(), r(), 1 + 0.05 * r(), 0.2 * r()
     dp, dq = nodal_mismatch(g, p.to(device), q.to(device), v.to(device), th.to(device))
     assert dp.shape == shape and dp.device.type == device
-    dp1, _ = nodal_mismatch(g, p[1, 2], q[1, 2], v[1, 2], th[1, 2])     # one sample alone
+    dp1, _ = nodal_mismatch(g, p[1, 2], q[1, 2], v[1, 2], th[1, 2])  # one sample alone
     torch.testing.assert_close(dp[1, 2].cpu(), dp1, rtol=1e-10, atol=1e-10)
     dp32, dq32 = nodal_mismatch(g, *(a.float().to(device) for a in (p, q, v, th)))
     assert dp32.dtype == torch.float32
@@ -101,6 +108,6 @@ def test_injections_and_violations():
     np.testing.assert_allclose(viol["v"].numpy(), 0.02, atol=1e-12)
     np.testing.assert_allclose(viol["pg"][0].numpy(), 0.1 * g.pmax, atol=1e-12)
     assert torch.all(viol["qg"] == 0)
-    assert viol["branch"].shape == (1, g.n_branch) and torch.all(viol["branch"] == 0)   # flat angles: no flow
+    assert viol["branch"].shape == (1, g.n_branch) and torch.all(viol["branch"] == 0)  # flat angles: no flow
     m = mismatch_magnitude(torch.zeros(3, requires_grad=True), torch.zeros(3))
-    m.sum().backward()                                   # finite gradient at zero mismatch
+    m.sum().backward()  # finite gradient at zero mismatch

@@ -1,4 +1,5 @@
 """The physics-informed DDPM (Wang, Upadhyay, Zaman & Srikantha): record layout, imbalance R, γ_T, learned schedule, physics loss, GAN, guidance."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -6,9 +7,9 @@ import pytest
 import torch
 
 from pfbook.config import apply_overrides
+from pfbook.diffusion import GuidanceState, Layout, LossContext, Trainer
 from pfbook.methods import physics_informed as pi
 from pfbook.power.datasets import ac_opf_dataset
-from pfbook.diffusion import GuidanceState, Layout, LossContext, Trainer
 from pfbook.power.grids import load_grid
 
 
@@ -16,20 +17,30 @@ from pfbook.power.grids import load_grid
 def data(tmp_path_factory):
     """Real case14 AC-OPF records (loads U(0.8, 1.2), costs U(0.5, 1.5)) in the paper's layout, split and bounded."""
     out = tmp_path_factory.mktemp("data")
-    ds = ac_opf_dataset("case14", 40, load_range=(0.8, 1.2), cost_range=(0.5, 1.5), out_dir=out, workers=1,
-                        progress=False)
+    ds = ac_opf_dataset(
+        "case14", 40, load_range=(0.8, 1.2), cost_range=(0.5, 1.5), out_dir=out, workers=1, progress=False
+    )
     x, cols = ds.features(pi.FEATURES)
     grid = load_grid("case14")
     low, high = pi.operating_bounds(grid, (0.8, 1.2), pi.split_record(x, grid)[3])
-    return pi.PIData(grid=grid, train=x[:30], test=x[30:], columns=cols,
-                     layout=Layout(features=tuple(cols), grid="case14", shape=(len(cols),)), low=low, high=high,
-                     normaliser=pi.make_normaliser(low, high), dataset=ds)
+    return pi.PIData(
+        grid=grid,
+        train=x[:30],
+        test=x[30:],
+        columns=cols,
+        layout=Layout(features=tuple(cols), grid="case14", shape=(len(cols),)),
+        low=low,
+        high=high,
+        normaliser=pi.make_normaliser(low, high),
+        dataset=ds,
+    )
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    return apply_overrides(pi.PhysicsInformedConfig.for_profile("ci", "case14"),
-                          {"train.steps": 3, "gan_steps": 3, "schedule_steps": 3})
+    return apply_overrides(
+        pi.PhysicsInformedConfig.for_profile("ci", "case14"), {"train.steps": 3, "gan_steps": 3, "schedule_steps": 3}
+    )
 
 
 @pytest.mark.parametrize("grid, n", [("case14", 60), ("case30", 112)])
@@ -49,9 +60,9 @@ def test_dataset_columns_follow_the_layout(data):
 
 def test_imbalance_is_zero_on_opf_records_and_large_on_noise(data):
     x = torch.as_tensor(data.train)
-    assert pi.imbalance(data.grid, x).max() < 1e-8                       # Ipopt's tolerance
+    assert pi.imbalance(data.grid, x).max() < 1e-8  # Ipopt's tolerance
     gT = pi.gamma_T(data.grid, data.normaliser, n=2048)
-    assert gT > 1.0                                                      # p.u.; the paper reports 2.75 for its bounds
+    assert gT > 1.0  # p.u.; the paper reports 2.75 for its bounds
     assert abs(pi.gamma_T(data.grid, data.normaliser, n=2048, seed=1) - gT) < 0.05 * gT
 
 
@@ -73,7 +84,7 @@ def test_imbalance_agrees_with_a_pandapower_power_flow():
     x = np.concatenate([pd_, qd_, v, th, pg, qg])[None]
     assert pi.imbalance(g, torch.as_tensor(x)).item() < 1e-6
     x_bad = x.copy()
-    x_bad[0, 2 * g.n_load + g.n_bus + 3] += 0.01                         # move one angle by 0.01 rad
+    x_bad[0, 2 * g.n_load + g.n_bus + 3] += 0.01  # move one angle by 0.01 rad
     assert pi.imbalance(g, torch.as_tensor(x_bad)).item() > 1e-3
 
 
@@ -92,10 +103,10 @@ def test_imbalance_of_a_noisy_record_reads_it_within_the_bounds(data):
     readings agree, and γ_T, the noise's imbalance, is lower with the clip."""
     R, R_raw = pi.imbalance_fn(data.grid, data.normaliser), pi.imbalance_fn(data.grid, data.normaliser, clip=False)
     z = data.normaliser(torch.as_tensor(data.train[:8]))
-    assert torch.allclose(R(z), R_raw(z), rtol=0, atol=1e-6)           # records sit on bounds up to Ipopt's tolerance
-    v1 = 2 * data.grid.n_load                                            # |V| of bus 1
+    assert torch.allclose(R(z), R_raw(z), rtol=0, atol=1e-6)  # records sit on bounds up to Ipopt's tolerance
+    v1 = 2 * data.grid.n_load  # |V| of bus 1
     beyond, at = z.clone(), z.clone()
-    beyond[:, v1], at[:, v1] = 3.0, 1.0                                  # far above V_max, and at V_max
+    beyond[:, v1], at[:, v1] = 3.0, 1.0  # far above V_max, and at V_max
     assert torch.equal(R(beyond), R(at))
     assert (R_raw(beyond) > 2 * R(beyond)).all()
     zg = z.clone().requires_grad_(True)
@@ -112,7 +123,7 @@ def test_bounds_contain_the_records_and_normalise_them_into_unit_interval(data):
     assert pi.within_bounds(data.train, data.low, data.high).all()
     assert pi.within_branch_limits(data.grid, data.train).all()
     outside = data.train.copy()
-    outside[0, 2 * data.grid.n_load] = data.grid.vmax[0] + 0.01          # |V| of bus 1 above V_max (C3)
+    outside[0, 2 * data.grid.n_load] = data.grid.vmax[0] + 0.01  # |V| of bus 1 above V_max (C3)
     assert not pi.within_bounds(outside, data.low, data.high)[0]
 
 
@@ -131,35 +142,52 @@ def test_learned_schedule_moves_the_forward_imbalance_toward_the_line(cfg, data)
     ab = learned.alpha_bar
     assert (ab[1:] < ab[:-1]).all() and ab.min() > 0 and ab.max() < 1
     assert losses[-1] < 0.5 * losses[0]
-    err = {name: np.mean((pi.forward_imbalance(s, data, n=16) - target) ** 2)
-           for name, s in (("original", pi.original_schedule(cfg)), ("learned", learned))}
+    err = {
+        name: np.mean((pi.forward_imbalance(s, data, n=16) - target) ** 2)
+        for name, s in (("original", pi.original_schedule(cfg)), ("learned", learned))
+    }
     assert err["learned"] < 0.5 * err["original"]
     # the physics loss a perfect denoiser still pays: large under linear β, mostly gone under the learned schedule
-    floor = {name: pi.physics_floor(s, data, gT, n=16).mean()
-             for name, s in (("original", pi.original_schedule(cfg)), ("learned", learned))}
+    floor = {
+        name: pi.physics_floor(s, data, gT, n=16).mean()
+        for name, s in (("original", pi.original_schedule(cfg)), ("learned", learned))
+    }
     assert floor["original"] > 0.5 and floor["learned"] < 0.5 * floor["original"]
 
 
 def _ctx(data, cfg, x0_hat, t):
-    z0 = data.normaliser(torch.as_tensor(data.train[:len(t)], dtype=torch.float64)).float()
+    z0 = data.normaliser(torch.as_tensor(data.train[: len(t)], dtype=torch.float64)).float()
     sched = pi.original_schedule(cfg)
     noise = torch.randn_like(z0)
     x_t = sched.q_sample(z0, t, noise)
-    return LossContext(x0=z0, x_t=x_t, t=t, noise=noise, eps_hat=sched.predict_eps(x_t, t, x0_hat), x0_hat=x0_hat,
-                       schedule=sched, normaliser=data.normaliser, step=0)
+    return LossContext(
+        x0=z0,
+        x_t=x_t,
+        t=t,
+        noise=noise,
+        eps_hat=sched.predict_eps(x_t, t, x0_hat),
+        x0_hat=x0_hat,
+        schedule=sched,
+        normaliser=data.normaliser,
+        step=0,
+    )
 
 
 def test_physics_loss_is_zero_for_a_perfect_last_step_and_positive_for_a_wrong_one(cfg, data):
     gT = pi.gamma_T(data.grid, data.normaliser, n=2048)
-    t = torch.zeros(8, dtype=torch.long)                                # last step: x̂_{t-1} is x̂_0, bound γ_0 = 0
+    t = torch.zeros(8, dtype=torch.long)  # last step: x̂_{t-1} is x̂_0, bound γ_0 = 0
     z0 = data.normaliser(torch.as_tensor(data.train[:8], dtype=torch.float64)).float()
     for on in ("prev", "x0"):
         loss = pi.physics_loss(data.grid, data.normaliser, gT, on=on)
-        assert loss(_ctx(data, cfg, z0, t))["physics"] < 1e-4           # float32 records: R ~ 1e-6
+        assert loss(_ctx(data, cfg, z0, t))["physics"] < 1e-4  # float32 records: R ~ 1e-6
         assert loss(_ctx(data, cfg, z0 + 0.05, t))["physics"] > 1e-2
     # a loose bound switches the hinge off: with γ_T huge every step's bound is met
-    assert pi.physics_loss(data.grid, data.normaliser, 1e6)(
-        _ctx(data, cfg, z0 + 0.05, torch.full((8,), cfg.T - 1, dtype=torch.long)))["physics"] == 0
+    assert (
+        pi.physics_loss(data.grid, data.normaliser, 1e6)(
+            _ctx(data, cfg, z0 + 0.05, torch.full((8,), cfg.T - 1, dtype=torch.long))
+        )["physics"]
+        == 0
+    )
     with pytest.raises(ValueError, match="'prev' or 'x0'"):
         pi.physics_loss(data.grid, data.normaliser, gT, on="x_t")
 
@@ -172,7 +200,7 @@ def test_physics_informed_training_runs_through_the_core_trainer(cfg, data):
     assert "physics" in parts and parts["physics"] >= 0
     x, _ = dm.draw(4)
     assert x.shape == (4, 60)
-    assert pi.within_bounds(x, data.low, data.high).all()               # sigmoid output: C1-C4 by construction
+    assert pi.within_bounds(x, data.low, data.high).all()  # sigmoid output: C1-C4 by construction
     with pytest.raises(ValueError, match="γ_T"):
         pi.train_ddpm(cfg, data, pi.original_schedule(cfg), physics=True)
 
@@ -207,12 +235,13 @@ def test_last_step_reads_the_reverse_trace_of_the_samples(cfg, data):
         final[name] = float(pi.imbalance(data.grid, torch.as_tensor(x)).mean())
     table = pi.last_step(traces)
     assert list(table.index) == ["plain", "physics"] and len(traces["plain"]) == cfg.T
-    for name in traces:                        # x_0 is the sample itself; x_1 the state one step before
+    for name in traces:  # x_0 is the sample itself; x_1 the state one step before
         assert table.loc[name, "R(x_0) (p.u.)"] == pytest.approx(final[name], rel=1e-6)
         assert table.loc[name, "R(x_1) (p.u.)"] == traces[name][-2]
     a, b = table.loc["plain"], table.loc["physics"]
     assert a["R(x_0) (p.u.)"] / b["R(x_0) (p.u.)"] == pytest.approx(
-        a["R(x_1) (p.u.)"] / b["R(x_1) (p.u.)"] * b["reduction"] / a["reduction"], rel=1e-12)
+        a["R(x_1) (p.u.)"] / b["R(x_1) (p.u.)"] * b["reduction"] / a["reduction"], rel=1e-12
+    )
     with pytest.raises(ValueError, match="last two reverse steps"):
         pi.last_step({"short": np.array([0.1])})
 
@@ -234,15 +263,20 @@ def test_projection_guidance_removes_the_imbalance_of_a_perturbed_record(cfg, da
     state = GuidanceState(x_t=z0, t=0, t_prev=-1, eps=torch.zeros_like(z0), x0=z0, schedule=sched)
     out = guide(state).x0
     assert R(out).max() < 1e-3 * R(z0).min()
-    assert out.min() > 0 and out.max() < 1                              # a sigmoid of the corrected logits: C1-C4
+    assert out.min() > 0 and out.max() < 1  # a sigmoid of the corrected logits: C1-C4
     noisy = GuidanceState(x_t=z0, t=cfg.T - 1, t_prev=cfg.T - 2, eps=torch.zeros_like(z0), x0=z0, schedule=sched)
-    torch.testing.assert_close(guide(noisy).x0, z0)                     # early steps are left alone
+    torch.testing.assert_close(guide(noisy).x0, z0)  # early steps are left alone
 
 
 def test_profiles_and_bad_settings():
     paper = pi.PhysicsInformedConfig.for_profile("paper", "case14")
-    assert (paper.T, paper.widths, paper.schedule_hidden, paper.schedule_batch, paper.eta) == \
-        (200, (256, 128, 64, 32, 64, 128, 256), (512, 256), 1024, 1.0)
+    assert (paper.T, paper.widths, paper.schedule_hidden, paper.schedule_batch, paper.eta) == (
+        200,
+        (256, 128, 64, 32, 64, 128, 256),
+        (512, 256),
+        1024,
+        1.0,
+    )
     assert paper.n_samples == 70_000 and pi.PhysicsInformedConfig.for_profile("paper", "case30").n_samples == 100_000
     assert paper.load_range == (0.8, 1.2) and paper.cost_range == (0.5, 1.5)
     with pytest.raises(ValueError, match="physics_on"):

@@ -1,4 +1,5 @@
 """PMU data from ANDES: shipped cases, 30 Hz channels that respond to events, caching, clear errors."""
+
 import json
 
 import numpy as np
@@ -33,8 +34,8 @@ def test_event_response_and_consistency():
     assert np.allclose(np.diff(t), 1 / 30)
     before, after = t < 0.95, t > 1.5
     delta = [i for i, c in enumerate(ch) if c["kind"] == "delta"]
-    assert np.ptp(d[delta][:, before], axis=1).max() < 1e-6            # steady before the event
-    assert np.ptp(d[delta][:, after], axis=1).max() > 1e-4             # moving after it
+    assert np.ptp(d[delta][:, before], axis=1).max() < 1e-6  # steady before the event
+    assert np.ptp(d[delta][:, after], axis=1).max() > 1e-4  # moving after it
     # I = |S| / U at a generator terminal
     g = ch[0]["gen"]
     row = {(c["kind"], c.get("gen", c.get("bus"))): i for i, c in enumerate(ch)}
@@ -80,11 +81,14 @@ def test_a_sidecar_from_another_dataset_or_a_broken_one_is_refused(tmp_path):
     meta = json.loads(side.read_text())
     # the 15 Hz dataset's sidecar beside the 30 Hz arrays, its checksum made to pass
     side.write_text(json.dumps({**slow.meta, "sha256": meta["sha256"]}))
-    with pytest.raises(DatasetError, match=r"does not match its metadata .*\(ieee39: 1 event, 96 channels, 1.5 s at "
-                                           r"15 Hz\): array 'data' has shape \(1, 96, 46\), the metadata describes "
-                                           r"\(1, 96, 23\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"does not match its metadata .*\(ieee39: 1 event, 96 channels, 1.5 s at "
+        r"15 Hz\): array 'data' has shape \(1, 96, 46\), the metadata describes "
+        r"\(1, 96, 23\)",
+    ):
         pmu.PMUDataset.load(ds.path)
-    side.write_text(json.dumps({**meta, "fs": 15.0, "t_end": 3.0}))            # same sample count, other settings
+    side.write_text(json.dumps({**meta, "fs": 15.0, "t_end": 3.0}))  # same sample count, other settings
     with pytest.raises(DatasetError, match=r"it describes t_end 3.0 but its settings \('spec_key'\) say 1.5"):
         pmu.PMUDataset.load(ds.path)
     side.write_text(json.dumps({k: v for k, v in meta.items() if k != "channels"}))

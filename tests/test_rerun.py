@@ -1,4 +1,5 @@
 """`pfbook rerun`: chapters re-executed with papermill, failures recorded, not fatal."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,11 @@ def pfbook(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 30
 
 def _notebook(path: Path, *code: str) -> None:
     nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
-    nb.cells = [new_markdown_cell(f"# {path.stem}"),
-                new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
-                *(new_code_cell(c) for c in code)]
+    nb.cells = [
+        new_markdown_cell(f"# {path.stem}"),
+        new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+        *(new_code_cell(c) for c in code),
+    ]
     nbformat.write(nb, path)
 
 
@@ -39,21 +42,25 @@ def book(tmp_path: Path) -> Path:
     (root / "_toc.yml").write_text(
         "format: jb-book\nroot: book/intro\nparts:\n"
         "  - caption: Part\n    chapters:\n      - file: book/good\n      - file: book/bad\n"
-        "      - file: book/notes\n")
+        "      - file: book/notes\n"
+    )
     (root / "book" / "notes.md").write_text("# Not a notebook\n")
-    _notebook(root / "book" / "good.ipynb",
-              "import json, os\n"
-              "with open('params.json', 'w') as f:\n"
-              "    json.dump(dict(grid=grid, profile=profile, device=device, seed=seed,\n"
-              "                   env_profile=os.environ.get('PFBOOK_PROFILE')), f)")
+    _notebook(
+        root / "book" / "good.ipynb",
+        "import json, os\n"
+        "with open('params.json', 'w') as f:\n"
+        "    json.dump(dict(grid=grid, profile=profile, device=device, seed=seed,\n"
+        "                   env_profile=os.environ.get('PFBOOK_PROFILE')), f)",
+    )
     _notebook(root / "book" / "bad.ipynb", "raise RuntimeError(f'no data for {grid}')")
     return root
 
 
 def test_rerun_runs_good_records_bad_and_exits_1(book: Path, tmp_path: Path):
     out = tmp_path / "results"
-    result = pfbook("rerun", "--grid", "case39", "--profile", "ci", "--seed", "7", "--out", str(out),
-                    cwd=book / "book")  # the book is found from a subfolder, upward
+    result = pfbook(
+        "rerun", "--grid", "case39", "--profile", "ci", "--seed", "7", "--out", str(out), cwd=book / "book"
+    )  # the book is found from a subfolder, upward
     assert result.returncode == 1, result.stdout + result.stderr
 
     # the good chapter ran in book/ with the new parameters
@@ -84,8 +91,9 @@ def test_rerun_runs_good_records_bad_and_exits_1(book: Path, tmp_path: Path):
 
 def test_rerun_of_a_fixed_chapter_replaces_its_failed_notebook(book: Path, tmp_path: Path):
     out = book / "runs" / "case5"  # without --out, results go to the book's runs/ folder
-    assert pfbook("rerun", "--grid", "case5", "--chapters", "bad.ipynb", "--book", str(book),
-                  cwd=tmp_path).returncode == 1
+    assert (
+        pfbook("rerun", "--grid", "case5", "--chapters", "bad.ipynb", "--book", str(book), cwd=tmp_path).returncode == 1
+    )
     assert (out / "bad.failed.ipynb").exists()
     _notebook(book / "book" / "bad.ipynb", "x = 1")  # the author fixes the chapter
     result = pfbook("rerun", "--grid", "case5", "--chapters", "bad", "--book", str(book), cwd=tmp_path)
@@ -96,8 +104,21 @@ def test_rerun_of_a_fixed_chapter_replaces_its_failed_notebook(book: Path, tmp_p
 
 def test_one_command_runs_a_batch_of_grids(book: Path, tmp_path: Path):
     out = tmp_path / "batch"
-    result = pfbook("rerun", "--grid", "case14", "case30", "--chapters", "good", "--book", str(book),
-                    "--out", str(out), "--profile", "ci", cwd=tmp_path)
+    result = pfbook(
+        "rerun",
+        "--grid",
+        "case14",
+        "case30",
+        "--chapters",
+        "good",
+        "--book",
+        str(book),
+        "--out",
+        str(out),
+        "--profile",
+        "ci",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     for grid in ("case14", "case30"):
         summary = json.loads((out / grid / "summary.json").read_text())
@@ -106,8 +127,19 @@ def test_one_command_runs_a_batch_of_grids(book: Path, tmp_path: Path):
 
 
 def test_unknown_chapter_is_a_clear_error(book: Path, tmp_path: Path):
-    result = pfbook("rerun", "--grid", "case39", "--chapters", "good", "nope", "--book", str(book),
-                    "--out", str(tmp_path / "r"), cwd=tmp_path)
+    result = pfbook(
+        "rerun",
+        "--grid",
+        "case39",
+        "--chapters",
+        "good",
+        "nope",
+        "--book",
+        str(book),
+        "--out",
+        str(tmp_path / "r"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("pfbook: error: unknown chapter(s) 'nope'")
     assert "good, bad" in result.stderr  # it lists the available chapters
@@ -132,8 +164,9 @@ def test_this_repository_book_lists_its_chapters():
     assert all(p.suffix == ".ipynb" and p.parent.name == "book" for p in chapters.values())
 
 
-@pytest.mark.parametrize("grid, folder", [("case39", "case39"), ("pp:mv_oberrhein", "pp_mv_oberrhein"),
-                                          ("/some/where/my_case.m", "my_case")])
+@pytest.mark.parametrize(
+    "grid, folder", [("case39", "case39"), ("pp:mv_oberrhein", "pp_mv_oberrhein"), ("/some/where/my_case.m", "my_case")]
+)
 def test_grid_folder_name(grid, folder):
     assert grid_folder_name(grid) == folder
 
@@ -145,26 +178,60 @@ def test_set_passes_settings_to_chapters_that_take_overrides(book: Path, tmp_pat
     nb.cells.append(new_code_cell("with open('overrides.json', 'w') as f:\n    json.dump(overrides, f)"))
     nbformat.write(nb, book / "book" / "good.ipynb")
     out = tmp_path / "r"
-    result = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--out", str(out),
-                    "--set", "n_test=100", "--set", "sampler=DDIM 20", "--set", "mults=(1, 2)",
-                    "--set", "train.steps=4000", "--set", "note=__import__('os').remove('x')", cwd=tmp_path)
+    result = pfbook(
+        "rerun",
+        "--grid",
+        "case5",
+        "--chapters",
+        "good",
+        "--book",
+        str(book),
+        "--out",
+        str(out),
+        "--set",
+        "n_test=100",
+        "--set",
+        "sampler=DDIM 20",
+        "--set",
+        "mults=(1, 2)",
+        "--set",
+        "train.steps=4000",
+        "--set",
+        "note=__import__('os').remove('x')",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     got = json.loads((book / "book" / "overrides.json").read_text())
-    assert got == {"n_test": 100, "sampler": "DDIM 20", "mults": [1, 2], "train.steps": 4000,
-                   "note": "__import__('os').remove('x')"}
+    assert got == {
+        "n_test": 100,
+        "sampler": "DDIM 20",
+        "mults": [1, 2],
+        "train.steps": 4000,
+        "note": "__import__('os').remove('x')",
+    }
     assert json.loads((out / "case5" / "summary.json").read_text())["parameters"]["overrides"]["n_test"] == 100
 
     # a chapter without the parameter would silently ignore the settings: refused before anything runs
-    result = pfbook("rerun", "--grid", "case5", "--book", str(book), "--out", str(tmp_path / "r2"),
-                    "--set", "n_test=100", cwd=tmp_path)
+    result = pfbook(
+        "rerun",
+        "--grid",
+        "case5",
+        "--book",
+        str(book),
+        "--out",
+        str(tmp_path / "r2"),
+        "--set",
+        "n_test=100",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "bad" in result.stderr and "overrides" in result.stderr
     assert not (tmp_path / "r2" / "case5" / "summary.json").exists()
-    bad = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--set", "n_test",
-                 cwd=tmp_path)
+    bad = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--set", "n_test", cwd=tmp_path)
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
-    bad = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--set", "train..steps=4",
-                 cwd=tmp_path)
+    bad = pfbook(
+        "rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--set", "train..steps=4", cwd=tmp_path
+    )
     assert bad.returncode == 2 and "dotted name" in bad.stderr
 
 
@@ -186,12 +253,13 @@ def test_a_killed_runs_temporary_notebook_is_removed_by_the_next_run(book: Path,
     out = tmp_path / "r" / "case5"
     out.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = out / f".good.running-{int(dead.stdout)}.ipynb"           # its process has exited
-    live = out / f".good.running-{os.getpid()}.ipynb"                  # a run still going (this process)
+    stale = out / f".good.running-{int(dead.stdout)}.ipynb"  # its process has exited
+    live = out / f".good.running-{os.getpid()}.ipynb"  # a run still going (this process)
     stale.write_text("{}")
     live.write_text("{}")
-    result = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--out", str(out.parent),
-                    cwd=tmp_path)
+    result = pfbook(
+        "rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--out", str(out.parent), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert not stale.exists() and live.exists() and (out / "good.ipynb").exists()
 
@@ -200,12 +268,29 @@ def test_param_sets_a_named_parameter_of_the_chapter(book: Path, tmp_path: Path)
     """`--param NAME=VALUE` reaches the notebook as that parameter, read as a literal or kept as text."""
     nb = nbformat.read(book / "book" / "good.ipynb", as_version=4)
     nb.cells[1].source += '\npmu_case = "ieee39"\nn_windows = 3'
-    nb.cells.append(new_code_cell("with open('extra.json', 'w') as f:\n"
-                                  "    json.dump(dict(pmu_case=pmu_case, n_windows=n_windows), f)"))
+    nb.cells.append(
+        new_code_cell(
+            "with open('extra.json', 'w') as f:\n    json.dump(dict(pmu_case=pmu_case, n_windows=n_windows), f)"
+        )
+    )
     nbformat.write(nb, book / "book" / "good.ipynb")
     out = tmp_path / "r"
-    result = pfbook("rerun", "--grid", "case5", "--chapters", "good", "--book", str(book), "--out", str(out),
-                    "--param", "pmu_case=npcc", "--param", "n_windows=12", cwd=tmp_path)
+    result = pfbook(
+        "rerun",
+        "--grid",
+        "case5",
+        "--chapters",
+        "good",
+        "--book",
+        str(book),
+        "--out",
+        str(out),
+        "--param",
+        "pmu_case=npcc",
+        "--param",
+        "n_windows=12",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((book / "book" / "extra.json").read_text()) == {"pmu_case": "npcc", "n_windows": 12}
     params = json.loads((out / "case5" / "summary.json").read_text())["parameters"]
@@ -218,8 +303,9 @@ def test_param_unknown_to_a_chapter_is_refused_before_anything_runs(book: Path, 
 
     out = tmp_path / "r"
     # "bad" has only grid, profile, device, seed: the error names the chapter and lists what it has
-    result = pfbook("rerun", "--grid", "case5", "--book", str(book), "--out", str(out),
-                    "--param", "pmu_case=npcc", cwd=tmp_path)
+    result = pfbook(
+        "rerun", "--grid", "case5", "--book", str(book), "--out", str(out), "--param", "pmu_case=npcc", cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "chapter good has no parameter 'pmu_case'" in result.stderr
     assert "grid, profile, device, seed" in result.stderr

@@ -1,4 +1,5 @@
 """TSDM (Pei, Wang, Shi & Wang): windows, the eq. 36 metric, the trained prior's two stages, recover(), checkpoints, baselines."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -6,10 +7,10 @@ import pytest
 import torch
 
 from pfbook.config import apply_overrides
-from pfbook.methods import tsdm
-from pfbook.power.corruptions import corrupt_batch
 from pfbook.io import DatasetError
+from pfbook.methods import tsdm
 from pfbook.methods.tsdm.baselines import EncoderWGAN, LSTMPredictor, RobustPCA, VAERecovery, rpca_admm
+from pfbook.power.corruptions import corrupt_batch
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,9 @@ def windows():
 def model(windows, tmp_path_factory):
     """A small prior trained on the clean windows, saved to a checkpoint."""
     cfg, w = windows
-    cfg = apply_overrides(cfg, {"base": 16, "train.steps": 250, "train.batch_size": 16, "train.lr": 2e-3,
-                                "ov_samples": 16})
+    cfg = apply_overrides(
+        cfg, {"base": 16, "train.steps": 250, "train.batch_size": 16, "train.lr": 2e-3, "ov_samples": 16}
+    )
     path = tmp_path_factory.mktemp("models") / "tsdm.pt"
     m, trainer = tsdm.train_prior(cfg, w, checkpoint=path)
     return m, path, trainer
@@ -42,14 +44,14 @@ def test_windows_are_split_in_time_and_drop_constant_channels(windows):
     assert w.test_steps.min() >= (n_days - 1) * steps_per_day
     full = np.asarray(w.dataset.arrays["y0"], dtype=np.float64)
     day, off = divmod(int(w.test_steps[0]), steps_per_day)
-    np.testing.assert_allclose(w.test[0], full[day][w.channel_index, off:off + T])
+    np.testing.assert_allclose(w.test[0], full[day][w.channel_index, off : off + T])
 
 
 def test_weighted_rmse_is_percent_of_channel_magnitude():
     rng = np.random.default_rng(0)
     truth = 1.0 + 0.1 * rng.standard_normal((3, 4, 50))
     w = tsdm.channel_weights(truth)
-    est = truth * 1.01                                 # 1 % error on every entry
+    est = truth * 1.01  # 1 % error on every entry
     assert tsdm.weighted_rmse(truth, est, w) == pytest.approx(1.0, rel=0.02)
     assert tsdm.weighted_rmse(truth, truth, w) == 0.0
     with pytest.raises(ValueError, match="NaN"):
@@ -67,7 +69,7 @@ def test_optimal_variance_and_sigma_are_stored_with_the_model(model):
     torch.testing.assert_close(loaded.dm.optimal_variance.value, ov.value)
     np.testing.assert_allclose(loaded.residual_sigma, m.residual_sigma)
     assert loaded.channels == m.channels
-    ckpt = torch.load(path, weights_only=True)         # plain tensors and containers only
+    ckpt = torch.load(path, weights_only=True)  # plain tensors and containers only
     assert "tsdm" in ckpt["extra"]
 
 
@@ -108,11 +110,11 @@ def test_recover_fills_lost_entries_and_keeps_the_others(windows, model):
     m, path, _ = model
     truth = w.test
     y, mask, _ = corrupt_batch(truth, "rm", 0.3, seed=2)
-    x, flagged = tsdm.recover(path, y, mask)         # from the checkpoint, as a user would
+    x, flagged = tsdm.recover(path, y, mask)  # from the checkpoint, as a user would
     assert np.isfinite(x).all() and x.shape == y.shape
     assert flagged[mask].all()
     np.testing.assert_array_equal(x[~flagged], y[~flagged])
-    one = m.recover(y[0], mask[0])                    # a single (M, T) window
+    one = m.recover(y[0], mask[0])  # a single (M, T) window
     assert one.x.shape == y[0].shape
 
 
@@ -123,9 +125,9 @@ def test_masked_imputation_uses_the_known_entries_and_resampling_helps(windows, 
     truth = w.test
     y, mask, _ = corrupt_batch(truth, "rm", 0.3, seed=2)
     free = m.dm.sample(len(y), m.sampler("tsdm"), guidance=m.clamp(), generator=torch.Generator().manual_seed(0))
-    free = np.where(mask, free.double().numpy().reshape(y.shape), y)    # the prior alone, ignoring y_0
+    free = np.where(mask, free.double().numpy().reshape(y.shape), y)  # the prior alone, ignoring y_0
     err = {R: tsdm.weighted_rmse(truth, m.recover(y, mask, R=R, seed=0).x, weights) for R in (1, 2, 6)}
-    assert err[2] < 0.85 * tsdm.weighted_rmse(truth, free, weights)    # the paper's R = 2
+    assert err[2] < 0.85 * tsdm.weighted_rmse(truth, free, weights)  # the paper's R = 2
     assert err[6] < err[1]
 
 
@@ -167,7 +169,7 @@ def test_rpca_separates_low_rank_and_sparse_parts():
     observed = rng.random(L0.shape) > 0.1
     L, S = rpca_admm(torch.as_tensor(L0 + S0), torch.as_tensor(observed))
     err = np.abs(L.numpy() - L0).max()
-    assert err < 1e-3, err                              # the lost 10 % are completed as well
+    assert err < 1e-3, err  # the lost 10 % are completed as well
 
 
 @pytest.mark.parametrize("cls", [LSTMPredictor, VAERecovery, EncoderWGAN, RobustPCA])
@@ -181,7 +183,7 @@ def test_baselines_fill_lost_entries(windows, cls):
     y[mask] = np.nan
     x = b(y, mask)
     assert x.shape == y.shape and np.isfinite(x).all()
-    if cls in (VAERecovery, EncoderWGAN):               # reconstruction networks told what is lost keep the rest
+    if cls in (VAERecovery, EncoderWGAN):  # reconstruction networks told what is lost keep the rest
         np.testing.assert_allclose(x[~mask], y[~mask], rtol=1e-10)
     with pytest.raises(ValueError, match="shape"):
         b(y[:, :-1], None)
@@ -191,12 +193,12 @@ def test_lstm_keeps_a_jump_of_every_channel_as_a_system_event(windows):
     _, w = windows
     b = LSTMPredictor(steps=30).fit(w.train)
     y = w.test[:1].copy()
-    y[0, :, 20:] += 20 * w.train.std(axis=(0, 2))[:, None]       # every channel jumps by 20 σ at once
-    np.testing.assert_allclose(b(y)[0, :, 20], y[0, :, 20])      # the system moved: kept as measured
+    y[0, :, 20:] += 20 * w.train.std(axis=(0, 2))[:, None]  # every channel jumps by 20 σ at once
+    np.testing.assert_allclose(b(y)[0, :, 20], y[0, :, 20])  # the system moved: kept as measured
     one = y.copy()
-    one[0, 1:, 20:] = w.test[0, 1:, 20:]                          # the same jump on one channel only
-    assert abs(b(one)[0, 0, 20] - one[0, 0, 20]) > 5 * w.train[:, 0].std()   # an attack: replaced
-    b.event_share = 1.0                                           # rule off: the common jump is replaced too
+    one[0, 1:, 20:] = w.test[0, 1:, 20:]  # the same jump on one channel only
+    assert abs(b(one)[0, 0, 20] - one[0, 0, 20]) > 5 * w.train[:, 0].std()  # an attack: replaced
+    b.event_share = 1.0  # rule off: the common jump is replaced too
     assert not np.allclose(b(y)[0, :, 20], y[0, :, 20])
     with pytest.raises(ValueError, match="event_share"):
         LSTMPredictor(event_share=0.0)
@@ -204,6 +206,7 @@ def test_lstm_keeps_a_jump_of_every_channel_as_a_system_event(windows):
 
 def test_range_check_finds_a_test_channel_beyond_the_training_range(windows):
     from dataclasses import replace
+
     _, w = windows
     test = w.test.copy()
     test[0, 2, 5] = w.train[:, 2].mean() + 100 * w.train[:, 2].std()
@@ -224,15 +227,15 @@ def test_state_estimation_from_uncorrupted_windows_matches_the_power_flow(window
 
 def test_state_estimation_returns_the_states_it_scores(windows):
     import matplotlib
+
     matplotlib.use("Agg")
     _, w = windows
-    se, states, steps = tsdm.state_estimation(w, {"uncorrupted": w.test[0]}, window=0, steps=[2, 5],
-                                              return_states=True)
+    se, states, steps = tsdm.state_estimation(w, {"uncorrupted": w.test[0]}, window=0, steps=[2, 5], return_states=True)
     assert steps == [2, 5] and set(states) == {"power flow", "uncorrupted"}
     est, pf = states["uncorrupted"], states["power flow"]
     assert est["vm"].shape == pf["vm"].shape == (2, w.dataset.grid.n_bus)
     rmse = np.sqrt(np.mean((est["vm"] - pf["vm"]) ** 2))
-    np.testing.assert_allclose(rmse, se.loc["uncorrupted", "RMSE |V| (p.u.)"], rtol=1e-9)   # the states scored
+    np.testing.assert_allclose(rmse, se.loc["uncorrupted", "RMSE |V| (p.u.)"], rtol=1e-9)  # the states scored
     assert np.allclose(pf["va"][:, w.dataset.grid.ref], 0.0)
     fig = tsdm.plot_states(states, row=1, bus_ids=w.dataset.grid.bus_ids)
     assert len(fig.axes[0].lines) == 2
@@ -244,20 +247,21 @@ def test_tables_across_systems_prefer_fresh_runs(tmp_path):
     def save(folder, system, tsdm_err, pmu_case="ieee39"):
         cfg = tsdm.TSDMConfig.for_profile("ci", system)
         t = pd.DataFrame({"corrupted": [1.5], "TSDM": [tsdm_err]}, index=pd.Index(["FDIA step"]))
-        tsdm.save_summary(folder / system, {"table1": t, "table3": t * 10}, cfg, "default",
-                          extra={"pmu_case": pmu_case})
+        tsdm.save_summary(
+            folder / system, {"table1": t, "table3": t * 10}, cfg, "default", extra={"pmu_case": pmu_case}
+        )
 
     runs, published = tmp_path / "runs", tmp_path / "published"
     save(published, "case30", 9.0)
     save(published, "case57", 8.0)
     save(runs, "case30", 7.0)
     t1 = tsdm.tables_across(runs, published)
-    assert t1.loc[("case30", "FDIA step"), "TSDM"] == 7.0          # the fresh run shadows the published one
+    assert t1.loc[("case30", "FDIA step"), "TSDM"] == 7.0  # the fresh run shadows the published one
     assert t1.loc[("case57", "FDIA step"), "TSDM"] == 8.0
     t3 = tsdm.tables_across(runs, published, table="table3")
     assert list(t3.index) == [("ieee39", "FDIA step")] and t3["TSDM"].iloc[0] == 70.0
-    assert t3["SCADA run"].iloc[0] == "case30"                       # which run the PMU table came from
-    save(runs, "case118", 6.0, pmu_case="npcc")                     # Table III keys on the PMU system
+    assert t3["SCADA run"].iloc[0] == "case30"  # which run the PMU table came from
+    save(runs, "case118", 6.0, pmu_case="npcc")  # Table III keys on the PMU system
     t3 = tsdm.tables_across(runs, published, table="table3")
     assert sorted(t3.index) == [("ieee39", "FDIA step"), ("npcc", "FDIA step")]
     assert t3.loc[("npcc", "FDIA step"), "TSDM"] == 60.0 and t3.loc[("npcc", "FDIA step"), "SCADA run"] == "case118"
@@ -277,7 +281,7 @@ def test_channel_diagnostics_threshold_is_what_the_3sigma_test_flags(windows, mo
     d = tsdm.channel_diagnostics(m, w, n=2)
     assert list(d.index) == w.channel_names() and (d["step change [%]"] > 0).all()
     assert (d["stage-1 residual [%]"] > 0).all()
-    thr = d["3σ threshold [%]"].to_numpy() * d["rms"].to_numpy() / 100          # physical units
+    thr = d["3σ threshold [%]"].to_numpy() * d["rms"].to_numpy() / 100  # physical units
     y = w.test[:1]
     z, observed = m.encode(y), torch.ones(1, *m.dm.layout.shape, dtype=torch.bool)
     below = m.outliers(z, m.encode(y + 0.98 * thr[None, :, None]), observed)
@@ -288,16 +292,26 @@ def test_channel_diagnostics_threshold_is_what_the_3sigma_test_flags(windows, mo
 def test_wins_table_counts_rows_where_tsdm_beats_every_baseline():
     import pandas as pd
 
-    idx = pd.MultiIndex.from_tuples([("npcc", "FDIA step"), ("npcc", "data loss RM"), ("ieee39", "FDIA step")],
-                                    names=["system", "scenario"])
-    t = pd.DataFrame({"LSTM": [50.0, 40.0, 9.0], "ADMM": [30.0, 20.0, 8.0], "VAE": [12.0, 9.0, 7.0],
-                      "GAN": [16.0, 30.0, 6.0], "TSDM": [4.0, 10.0, 6.0], tsdm.KEPT: [3.0, 10.0, 7.0]}, index=idx)
+    idx = pd.MultiIndex.from_tuples(
+        [("npcc", "FDIA step"), ("npcc", "data loss RM"), ("ieee39", "FDIA step")], names=["system", "scenario"]
+    )
+    t = pd.DataFrame(
+        {
+            "LSTM": [50.0, 40.0, 9.0],
+            "ADMM": [30.0, 20.0, 8.0],
+            "VAE": [12.0, 9.0, 7.0],
+            "GAN": [16.0, 30.0, 6.0],
+            "TSDM": [4.0, 10.0, 6.0],
+            tsdm.KEPT: [3.0, 10.0, 7.0],
+        },
+        index=idx,
+    )
     w = tsdm.wins_table(t)
-    assert list(w.index) == ["npcc", "ieee39"]                       # systems in the order of the tables
+    assert list(w.index) == ["npcc", "ieee39"]  # systems in the order of the tables
     assert w.loc["npcc", "rows"] == 2 and w.loc["ieee39", "rows"] == 1
-    assert w.loc["npcc", "TSDM best"] == 1                           # RM: the VAE (9) beats TSDM (10)
-    assert w.loc["ieee39", "TSDM best"] == 1 and w.loc["ieee39", "kept best"] == 0   # a tie counts, 7 > 6 not
-    assert w.loc["npcc", "VAE, GAN / TSDM (least)"] == pytest.approx(0.9)            # min(12, 16)/4 = 3, 9/10
+    assert w.loc["npcc", "TSDM best"] == 1  # RM: the VAE (9) beats TSDM (10)
+    assert w.loc["ieee39", "TSDM best"] == 1 and w.loc["ieee39", "kept best"] == 0  # a tie counts, 7 > 6 not
+    assert w.loc["npcc", "VAE, GAN / TSDM (least)"] == pytest.approx(0.9)  # min(12, 16)/4 = 3, 9/10
     assert w.loc["ieee39", "VAE, GAN / TSDM (least)"] == pytest.approx(1.0)
     assert "kept best" not in tsdm.wins_table(t.drop(columns=tsdm.KEPT)).columns
     assert tsdm.wins_table(pd.DataFrame()).empty
@@ -318,7 +332,7 @@ def test_x0_clamp_bounds_each_channel_by_its_own_training_range(windows, model):
     wild = torch.full((2, *m.dm.layout.shape), 1e3)
     np.testing.assert_allclose(m._flat(torch.clamp(wild, c.low, c.high))[0, :, 0], b, rtol=1e-6)
     np.testing.assert_allclose(m._flat(torch.clamp(-wild, c.low, c.high))[0, :, 0], -b, rtol=1e-6)
-    old = tsdm.TSDM(m.dm, m.cfg, m.channels, m.residual_sigma, meta={"x0_bound": 4.0})   # an earlier checkpoint
+    old = tsdm.TSDM(m.dm, m.cfg, m.channels, m.residual_sigma, meta={"x0_bound": 4.0})  # an earlier checkpoint
     assert float(old.clamp().high) == 4.0
 
 

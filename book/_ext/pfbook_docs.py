@@ -10,6 +10,7 @@
   a bare name that no namespace knows resolves only if exactly one documented ``pfbook`` object has it.
   Anything else stays unresolved, so a wrong name still fails the ``-n`` build.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,7 +33,7 @@ def _numpy_parameters(lines: list[str]) -> None:
                 m = _PARAM.match(lines[j])
                 if m and m.group(1) == indent:
                     out.append(f"{indent}:param {m.group(2)}: {m.group(3)}")
-                else:                                   # a continuation line: keep it inside the field
+                else:  # a continuation line: keep it inside the field
                     out.append(f"{indent}    {lines[j].strip()}")
                 j += 1
             lines[i:j] = out
@@ -43,7 +44,7 @@ def _numpy_parameters(lines: list[str]) -> None:
 
 def _escape_bars(line: str) -> str:
     """``|`` outside inline literals and roles is text (``|V|``), not a substitution reference."""
-    if _TABLE.match(line):                                  # a reST table or line block: leave it
+    if _TABLE.match(line):  # a reST table or line block: leave it
         return line
     parts = _LITERAL.split(line)
     return "".join(p if k % 2 else p.replace("|", r"\|") for k, p in enumerate(parts))

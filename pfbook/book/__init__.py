@@ -1,2 +1,1 @@
-"""The book-facing layer: the command line, papermill reruns, data recipes and chapter set-up.
-"""
+"""The book-facing layer: the command line, papermill reruns, data recipes and chapter set-up."""

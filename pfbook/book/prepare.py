@@ -21,6 +21,7 @@ cache their output, so running ``prepare`` twice costs nothing the second time.
 Recipes live here rather than beside the code they call because this module is part of the
 package's outermost layer (the command line and the book); lower layers never import it.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pfbook.config import PROFILES, ChapterConfig, check_profile, data_dir as default_data_dir
+from pfbook.config import PROFILES, ChapterConfig, check_profile
+from pfbook.config import data_dir as default_data_dir
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,8 @@ class OPFDataConfig(ChapterConfig):
     PROFILES = {"ci": {"n_samples": 60}, "default": {}, "paper": {"n_samples": 5000}}
 
     grid: str = "case5"
-    n_samples: int = 1000                    # converged AC-OPF solves to keep
-    load_range: tuple[float, float] = (0.8, 1.0)   # per-load scaling of nominal (P, Q), power factor kept
+    n_samples: int = 1000  # converged AC-OPF solves to keep
+    load_range: tuple[float, float] = (0.8, 1.0)  # per-load scaling of nominal (P, Q), power factor kept
     seed: int = 0
 
 
@@ -96,12 +98,18 @@ def _paths(result: Any) -> list[Path]:
         return [Path(result.path)]
     if isinstance(result, Iterable):
         return [p for item in result for p in _paths(item)]
-    raise TypeError(f"a data recipe returned {type(result).__name__}; return a path, a list of "
-                    f"paths or an object with a .path attribute")
+    raise TypeError(
+        f"a data recipe returned {type(result).__name__}; return a path, a list of "
+        f"paths or an object with a .path attribute"
+    )
 
 
-def prepare(profile: str = "default", data_dir: str | os.PathLike | None = None, progress: bool = True,
-            only: Iterable[str] | None = None) -> list[Prepared]:
+def prepare(
+    profile: str = "default",
+    data_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    only: Iterable[str] | None = None,
+) -> list[Prepared]:
     """Make sure ``data_dir`` exists and run every recipe registered for ``profile``.
 
     ``data_dir`` defaults to :func:`pfbook.config.data_dir` (``$PFBOOK_DATA``, else the book's
@@ -134,10 +142,11 @@ def prepare(profile: str = "default", data_dir: str | os.PathLike | None = None,
 
 def _opf(cfg, data_dir: Path, progress: bool):
     """The AC-OPF dataset a chapter config (grid, n_samples, load_range, seed) describes."""
-    from pfbook.power.datasets import ac_opf_dataset     # imported here: keeps the command line fast
+    from pfbook.power.datasets import ac_opf_dataset  # imported here: keeps the command line fast
 
-    return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir,
-                          progress=progress)
+    return ac_opf_dataset(
+        cfg.grid, cfg.n_samples, load_range=cfg.load_range, seed=cfg.seed, out_dir=data_dir, progress=progress
+    )
 
 
 @dataset("opf-case5", "AC-OPF solutions of case5 for the chapter 'Power flow and AC-OPF data' and the primer")
@@ -147,7 +156,7 @@ def _opf_case5(profile: str, data_dir: Path, progress: bool):
 
 @dataset("scada-case30", "SCADA measurements of case30 driven by simbench profiles, for 'Measurement data'")
 def _scada_case30(profile: str, data_dir: Path, progress: bool):
-    from pfbook.methods.tsdm.config import SCADA_DAYS     # imported here: keeps the command line fast
+    from pfbook.methods.tsdm.config import SCADA_DAYS  # imported here: keeps the command line fast
     from pfbook.power.measurements import scada_dataset
 
     start_day, n_days = SCADA_DAYS[profile]
@@ -156,49 +165,68 @@ def _scada_case30(profile: str, data_dir: Path, progress: bool):
 
 @dataset("opf-constrained", "AC-OPF solutions (p, q, v, θ) of PGLib's PJM 5-bus for 'Domain-constrained diffusion'")
 def _opf_constrained(profile: str, data_dir: Path, progress: bool):
-    from pfbook.methods.constrained import ConstrainedConfig     # imported here: keeps the command line fast
+    from pfbook.methods.constrained import ConstrainedConfig  # imported here: keeps the command line fast
 
     return _opf(ConstrainedConfig.for_profile(profile, grid=ConstrainedConfig.grid), data_dir, progress)
 
 
 @dataset("pmu-ieee39", "ANDES PMU records of IEEE 39-bus events, for 'Measurement data'")
 def _pmu_ieee39(profile: str, data_dir: Path, progress: bool):
-    from pfbook.methods.tsdm.config import PMU_EVENTS     # imported here: keeps the command line fast
+    from pfbook.methods.tsdm.config import PMU_EVENTS  # imported here: keeps the command line fast
     from pfbook.power.pmu import pmu_dataset
 
     n_events, t_end = PMU_EVENTS[profile]
     return pmu_dataset("ieee39", n_events, t_end=t_end, seed=0, out_dir=data_dir, progress=progress)
 
 
-@dataset("opf-diffopf", "AC-OPF records (p_d, q_d, p_g, q_g) with sampled loads and linear costs, and held-out test "
-                        "loads, for 'DiffOPF'")
+@dataset(
+    "opf-diffopf",
+    "AC-OPF records (p_d, q_d, p_g, q_g) with sampled loads and linear costs, and held-out test loads, for 'DiffOPF'",
+)
 def _opf_diffopf(profile: str, data_dir: Path, progress: bool):
-    from pfbook.methods.diffopf import PROFILE_GRIDS, DiffOPFConfig, load_records     # imported here: keeps the CLI fast
+    from pfbook.methods.diffopf import PROFILE_GRIDS, DiffOPFConfig, load_records  # imported here: keeps the CLI fast
 
-    grids = dict.fromkeys((DiffOPFConfig.grid, *PROFILE_GRIDS[profile]))     # the chapter's main grid first
-    return [ds for g in grids
-            for ds in load_records(DiffOPFConfig.for_profile(profile, grid=g), progress=progress,
-                                   out_dir=data_dir).datasets]
+    grids = dict.fromkeys((DiffOPFConfig.grid, *PROFILE_GRIDS[profile]))  # the chapter's main grid first
+    return [
+        ds
+        for g in grids
+        for ds in load_records(DiffOPFConfig.for_profile(profile, grid=g), progress=progress, out_dir=data_dir).datasets
+    ]
 
-@dataset("opf-physics-informed", "AC-OPF records of case14 (loads U(0.8, 1.2), costs U(0.5, 1.5)) for 'Physics-informed DDPM'")
+
+@dataset(
+    "opf-physics-informed",
+    "AC-OPF records of case14 (loads U(0.8, 1.2), costs U(0.5, 1.5)) for 'Physics-informed DDPM'",
+)
 def _opf_physics_informed(profile: str, data_dir: Path, progress: bool):
-    from pfbook.power.datasets import ac_opf_dataset     # imported here: keeps the command line fast
     from pfbook.methods.physics_informed import PhysicsInformedConfig
+    from pfbook.power.datasets import ac_opf_dataset  # imported here: keeps the command line fast
 
     cfg = PhysicsInformedConfig.for_profile(profile, grid="case14")
-    return ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, cost_range=cfg.cost_range,
-                          seed=cfg.seed, out_dir=data_dir, progress=progress)
+    return ac_opf_dataset(
+        cfg.grid,
+        cfg.n_samples,
+        load_range=cfg.load_range,
+        cost_range=cfg.cost_range,
+        seed=cfg.seed,
+        out_dir=data_dir,
+        progress=progress,
+    )
 
-@dataset("scada-tsdm", "SCADA measurements of case57 and case118 for 'TSDM recovery' (case30: scada-case30)",
-         profiles=("paper",))
+
+@dataset(
+    "scada-tsdm",
+    "SCADA measurements of case57 and case118 for 'TSDM recovery' (case30: scada-case30)",
+    profiles=("paper",),
+)
 def _scada_tsdm(profile: str, data_dir: Path, progress: bool):
-    from pfbook.methods.tsdm import scada_data     # imported here: keeps the command line fast
+    from pfbook.methods.tsdm import scada_data  # imported here: keeps the command line fast
 
     return [scada_data(g, profile, data_dir, progress) for g in ("case57", "case118")]
 
 
 @dataset("pmu-npcc", "ANDES PMU records of NPCC 140-bus events, for 'TSDM recovery'", profiles=("paper",))
 def _pmu_npcc(profile: str, data_dir: Path, progress: bool):
-    from pfbook.methods.tsdm import pmu_data     # imported here: keeps the command line fast
+    from pfbook.methods.tsdm import pmu_data  # imported here: keeps the command line fast
 
     return pmu_data("npcc", profile, data_dir, progress)

@@ -17,6 +17,7 @@ removed by the next run of that chapter.
 A failing chapter does not stop the others; :func:`rerun` returns one :class:`ChapterRun` per
 chapter and the command line exits with status 1 if any failed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,15 +42,15 @@ CHAPTER_DIR = "book"
 class ChapterRun:
     """The outcome of executing one chapter."""
 
-    chapter: str                 #: chapter name (the notebook's file name without ``.ipynb``)
-    source: str                  #: the notebook that was executed
-    status: str                  #: ``"ok"`` or ``"failed"``
-    seconds: float               #: wall-clock time of the execution
-    output: str                  #: the executed notebook (``.failed.ipynb`` when it failed)
-    error: str | None = None     #: one-line summary ``ename: evalue`` when it failed
-    ename: str | None = None     #: the exception's type name, as the kernel reported it
-    evalue: str | None = None    #: the exception's message
-    cell: int | None = None      #: execution count of the failing cell, when known
+    chapter: str  #: chapter name (the notebook's file name without ``.ipynb``)
+    source: str  #: the notebook that was executed
+    status: str  #: ``"ok"`` or ``"failed"``
+    seconds: float  #: wall-clock time of the execution
+    output: str  #: the executed notebook (``.failed.ipynb`` when it failed)
+    error: str | None = None  #: one-line summary ``ename: evalue`` when it failed
+    ename: str | None = None  #: the exception's type name, as the kernel reported it
+    evalue: str | None = None  #: the exception's message
+    cell: int | None = None  #: execution count of the failing cell, when known
 
     @property
     def ok(self) -> bool:
@@ -77,8 +78,10 @@ def find_book_root(start: str | os.PathLike | None = None) -> Path:
     source_tree = Path(__file__).resolve().parent.parent
     if (source_tree / TOC).is_file():
         return source_tree
-    raise FileNotFoundError(f"could not find the book: no {TOC} in {here} or its parents, nor next to "
-                            f"the installed pfbook package; run from the repository or pass --book")
+    raise FileNotFoundError(
+        f"could not find the book: no {TOC} in {here} or its parents, nor next to "
+        f"the installed pfbook package; run from the repository or pass --book"
+    )
 
 
 def _toc_files(node: Any) -> Iterator[str]:
@@ -103,7 +106,7 @@ def toc_chapters(book: str | os.PathLike) -> dict[str, Path]:
     toc = yaml.safe_load((root / TOC).read_text(encoding="utf-8")) or {}
     chapters: dict[str, Path] = {}
     for entry in _toc_files(toc):
-        entry = entry[:-len(".ipynb")] if entry.endswith(".ipynb") else entry
+        entry = entry[: -len(".ipynb")] if entry.endswith(".ipynb") else entry
         path = root / f"{entry}.ipynb"
         if Path(entry).parts[:1] == (CHAPTER_DIR,) and path.is_file():
             chapters.setdefault(path.stem, path)
@@ -126,7 +129,7 @@ def resolve_chapters(book: str | os.PathLike, chapters: Iterable[str] | None = N
     unknown = []
     for name in chapters:
         stem = Path(name).name
-        stem = stem[:-len(".ipynb")] if stem.endswith(".ipynb") else stem
+        stem = stem[: -len(".ipynb")] if stem.endswith(".ipynb") else stem
         if stem in available:
             chosen[stem] = available[stem]
         else:
@@ -179,7 +182,7 @@ def _describe_failure(exc: BaseException) -> tuple[str, str, int | None]:
 def _one_line(ename: str, evalue: str, width: int = 200) -> str:
     first = evalue.strip().splitlines()[0] if evalue.strip() else ""
     text = f"{ename}: {first}" if first else ename
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -210,14 +213,18 @@ def check_params(chapters: dict[str, Path], params: dict[str, Any]) -> None:
     """
     own = [k for k in params if k in OWN_PARAMETERS]
     if own:
-        raise ValueError(f"--param {own[0]}=... is not allowed: {', '.join(OWN_PARAMETERS)} have their own options "
-                         f"(--grid, --profile, --device, --seed, --set)")
+        raise ValueError(
+            f"--param {own[0]}=... is not allowed: {', '.join(OWN_PARAMETERS)} have their own options "
+            f"(--grid, --profile, --device, --seed, --set)"
+        )
     for name, source in chapters.items():
         known = notebook_parameters(source)
         missing = [k for k in params if k not in known]
         if missing:
-            raise ValueError(f"chapter {name} has no parameter {', '.join(map(repr, missing))}; its parameters are "
-                             f"{', '.join(known) or 'none'} (choose chapters that have it with --chapters)")
+            raise ValueError(
+                f"chapter {name} has no parameter {', '.join(map(repr, missing))}; its parameters are "
+                f"{', '.join(known) or 'none'} (choose chapters that have it with --chapters)"
+            )
 
 
 def _alive(pid: int) -> bool:
@@ -225,7 +232,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:      # someone else's process
+    except PermissionError:  # someone else's process
         return True
     return True
 
@@ -234,15 +241,14 @@ def remove_stale(out_dir: Path, chapter: str) -> list[Path]:
     """Delete ``.<chapter>.running-<pid>.ipynb`` files whose process is gone (a run killed too hard to clean up)."""
     gone = []
     for path in Path(out_dir).glob(f".{chapter}.running-*.ipynb"):
-        pid = path.name[len(chapter) + len(".running-") + 1:-len(".ipynb")]
+        pid = path.name[len(chapter) + len(".running-") + 1 : -len(".ipynb")]
         if pid.isdigit() and not _alive(int(pid)):
             path.unlink(missing_ok=True)
             gone.append(path)
     return gone
 
 
-def run_chapter(source: Path, out_dir: Path, parameters: dict[str, Any],
-                timeout: float | None = None) -> ChapterRun:
+def run_chapter(source: Path, out_dir: Path, parameters: dict[str, Any], timeout: float | None = None) -> ChapterRun:
     """Execute one chapter notebook into ``out_dir`` (see the module docstring for the file names)."""
     import papermill
 
@@ -254,8 +260,13 @@ def run_chapter(source: Path, out_dir: Path, parameters: dict[str, Any],
     t0 = time.perf_counter()
     try:
         papermill.execute_notebook(
-            str(source), str(tmp), parameters=parameters, cwd=str(source.parent),
-            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+            str(source),
+            str(tmp),
+            parameters=parameters,
+            cwd=str(source.parent),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout,
         )
         seconds = round(time.perf_counter() - t0, 3)
         os.replace(tmp, final)
@@ -270,18 +281,34 @@ def run_chapter(source: Path, out_dir: Path, parameters: dict[str, Any],
         else:  # papermill failed before writing anything (e.g. no such kernel)
             output = ""
         final.unlink(missing_ok=True)
-        return ChapterRun(chapter, str(source), "failed", seconds, output,
-                          error=_one_line(ename, evalue),
-                          ename=ename, evalue=evalue, cell=cell)
+        return ChapterRun(
+            chapter,
+            str(source),
+            "failed",
+            seconds,
+            output,
+            error=_one_line(ename, evalue),
+            ename=ename,
+            evalue=evalue,
+            cell=cell,
+        )
     finally:
         tmp.unlink(missing_ok=True)  # only still there when interrupted
 
 
-def rerun(grid: str, chapters: Sequence[str] | None = None, profile: str = "default",
-          out: str | os.PathLike | None = None, device: str = "cpu", seed: int = 0,
-          timeout: float | None = None, book: str | os.PathLike | None = None,
-          log: Any = None, overrides: dict[str, Any] | None = None,
-          params: dict[str, Any] | None = None) -> list[ChapterRun]:
+def rerun(
+    grid: str,
+    chapters: Sequence[str] | None = None,
+    profile: str = "default",
+    out: str | os.PathLike | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    timeout: float | None = None,
+    book: str | os.PathLike | None = None,
+    log: Any = None,
+    overrides: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> list[ChapterRun]:
     """Execute chapters with ``grid``, ``profile``, ``device`` and ``seed`` as their parameters.
 
     Parameters
@@ -309,8 +336,10 @@ def rerun(grid: str, chapters: Sequence[str] | None = None, profile: str = "defa
     if overrides:
         lacking = [name for name, source in todo.items() if "overrides" not in notebook_parameters(source)]
         if lacking:
-            raise ValueError(f"chapter(s) {', '.join(lacking)} take no 'overrides' parameter; choose chapters "
-                             f"that do (the method chapters) with --chapters, or drop --set")
+            raise ValueError(
+                f"chapter(s) {', '.join(lacking)} take no 'overrides' parameter; choose chapters "
+                f"that do (the method chapters) with --chapters, or drop --set"
+            )
     if params:
         check_params(todo, params)
     out_dir = run_folder(grid, out, root)
@@ -327,19 +356,35 @@ def rerun(grid: str, chapters: Sequence[str] | None = None, profile: str = "defa
         for i, (name, source) in enumerate(todo.items(), 1):
             if log is not None:
                 extra = "".join(f", {k}={v!r}" for k, v in (params or {}).items())
-                print(f"[{i}/{len(todo)}] {name} (grid={grid}, profile={profile}, device={device}, "
-                      f"seed={seed}{extra}) ...", file=log, flush=True)
+                print(
+                    f"[{i}/{len(todo)}] {name} (grid={grid}, profile={profile}, device={device}, "
+                    f"seed={seed}{extra}) ...",
+                    file=log,
+                    flush=True,
+                )
             run = run_chapter(source, out_dir, parameters, timeout=timeout)
             runs.append(run)
             if log is not None:
-                print(f"[{i}/{len(todo)}] {name}: {run.status} in {run.seconds:.1f} s"
-                      + (f" ({run.error})" if run.error else ""), file=log, flush=True)
-    _write_json_atomic(out_dir / "summary.json", {
-        "grid": str(grid), "parameters": parameters, "timeout": timeout, "book": str(root),
-        "started": started, "pfbook_version": _version(),
-        "n_ok": sum(r.ok for r in runs), "n_failed": sum(not r.ok for r in runs),
-        "chapters": [asdict(r) for r in runs],
-    })
+                print(
+                    f"[{i}/{len(todo)}] {name}: {run.status} in {run.seconds:.1f} s"
+                    + (f" ({run.error})" if run.error else ""),
+                    file=log,
+                    flush=True,
+                )
+    _write_json_atomic(
+        out_dir / "summary.json",
+        {
+            "grid": str(grid),
+            "parameters": parameters,
+            "timeout": timeout,
+            "book": str(root),
+            "started": started,
+            "pfbook_version": _version(),
+            "n_ok": sum(r.ok for r in runs),
+            "n_failed": sum(not r.ok for r in runs),
+            "chapters": [asdict(r) for r in runs],
+        },
+    )
     return runs
 
 

@@ -12,26 +12,102 @@ It sees tensors and callables only, never grids or power flows (those are compos
 * :mod:`~pfbook.diffusion.traces` -- a caller's statistic recorded along the forward or the reverse process;
 * :mod:`~pfbook.diffusion.toy` -- known-answer targets (the distances that judge samples are in :mod:`pfbook.evaluation`).
 """
-from pfbook.diffusion.denoisers import ConvUNetDenoiser, Denoiser, MLPDenoiser, UNetMLPDenoiser, build_denoiser, timestep_embedding
-from pfbook.diffusion.guidance import (ClampGuidance, Compose, GradientGuidance, Guidance, GuidanceState, NoiseCorrectionGuidance,
-                       ObservationGuidance, ProjectionGuidance, ReplacementGuidance, denormalised, ramp)
+
+from pfbook.diffusion.denoisers import (
+    ConvUNetDenoiser,
+    Denoiser,
+    MLPDenoiser,
+    UNetMLPDenoiser,
+    build_denoiser,
+    timestep_embedding,
+)
+from pfbook.diffusion.guidance import (
+    ClampGuidance,
+    Compose,
+    GradientGuidance,
+    Guidance,
+    GuidanceState,
+    NoiseCorrectionGuidance,
+    ObservationGuidance,
+    ProjectionGuidance,
+    ReplacementGuidance,
+    denormalised,
+    ramp,
+)
 from pfbook.diffusion.normalise import Normaliser
-from pfbook.diffusion.samplers import (DDIMSampler, DDPMSampler, OptimalVariance, Sampler, ddim_timesteps, estimate_optimal_variance,
-                       make_sampler, predict)
-from pfbook.diffusion.schedules import LearnedSchedule, Schedule, cosine_alpha_bar, fit_schedule, linear_betas, make_schedule
-from pfbook.diffusion.training import (DiffusionModel, Layout, LossContext, TrainConfig, Trainer, load_checkpoint, resolve_device,
-                       save_checkpoint, train)
+from pfbook.diffusion.samplers import (
+    DDIMSampler,
+    DDPMSampler,
+    OptimalVariance,
+    Sampler,
+    ddim_timesteps,
+    estimate_optimal_variance,
+    make_sampler,
+    predict,
+)
+from pfbook.diffusion.schedules import (
+    LearnedSchedule,
+    Schedule,
+    cosine_alpha_bar,
+    fit_schedule,
+    linear_betas,
+    make_schedule,
+)
 from pfbook.diffusion.traces import forward_trace, reverse_trace
+from pfbook.diffusion.training import (
+    DiffusionModel,
+    Layout,
+    LossContext,
+    TrainConfig,
+    Trainer,
+    load_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    train,
+)
 
 __all__ = [
-    "Schedule", "LearnedSchedule", "linear_betas", "cosine_alpha_bar", "make_schedule", "fit_schedule",
-    "Denoiser", "MLPDenoiser", "UNetMLPDenoiser", "ConvUNetDenoiser", "build_denoiser", "timestep_embedding",
+    "Schedule",
+    "LearnedSchedule",
+    "linear_betas",
+    "cosine_alpha_bar",
+    "make_schedule",
+    "fit_schedule",
+    "Denoiser",
+    "MLPDenoiser",
+    "UNetMLPDenoiser",
+    "ConvUNetDenoiser",
+    "build_denoiser",
+    "timestep_embedding",
     "Normaliser",
-    "TrainConfig", "Trainer", "train", "Layout", "LossContext", "DiffusionModel", "save_checkpoint",
-    "load_checkpoint", "resolve_device",
-    "Sampler", "DDPMSampler", "DDIMSampler", "OptimalVariance", "estimate_optimal_variance", "ddim_timesteps",
-    "make_sampler", "predict",
-    "Guidance", "GuidanceState", "Compose", "GradientGuidance", "ProjectionGuidance", "ObservationGuidance", "ReplacementGuidance",
-    "NoiseCorrectionGuidance", "ClampGuidance", "denormalised", "ramp",
-    "forward_trace", "reverse_trace",
+    "TrainConfig",
+    "Trainer",
+    "train",
+    "Layout",
+    "LossContext",
+    "DiffusionModel",
+    "save_checkpoint",
+    "load_checkpoint",
+    "resolve_device",
+    "Sampler",
+    "DDPMSampler",
+    "DDIMSampler",
+    "OptimalVariance",
+    "estimate_optimal_variance",
+    "ddim_timesteps",
+    "make_sampler",
+    "predict",
+    "Guidance",
+    "GuidanceState",
+    "Compose",
+    "GradientGuidance",
+    "ProjectionGuidance",
+    "ObservationGuidance",
+    "ReplacementGuidance",
+    "NoiseCorrectionGuidance",
+    "ClampGuidance",
+    "denormalised",
+    "ramp",
+    "forward_trace",
+    "reverse_trace",
 ]

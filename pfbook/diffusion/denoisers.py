@@ -21,6 +21,7 @@ pass), a ``(B,)`` tensor one step per sample (what training passes).
 
 :func:`build_denoiser` rebuilds any of them from ``model.config()``: that is how checkpoints store them.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ from torch import nn
 PREDICTIONS = ("epsilon", "x0", "epsilon_skip")
 
 
-def timestep_embedding(t: "int | torch.Tensor", dim: int, max_period: float = 10000.0,
-                       device: torch.device | None = None) -> torch.Tensor:
+def timestep_embedding(
+    t: "int | torch.Tensor", dim: int, max_period: float = 10000.0, device: torch.device | None = None
+) -> torch.Tensor:
     """Sinusoidal embedding [sin(t ω_k), cos(t ω_k)], ω_k = max_period^(-k/(dim/2)) (Vaswani et al. 2017, Sec. 3.5).
 
     Shape ``(1, dim)`` for a scalar ``t`` (broadcasts over the batch), ``(B, dim)`` for ``t`` of shape ``(B,)``.
@@ -94,8 +96,7 @@ class MLPDenoiser(Denoiser):
 
     kind = "mlp"
 
-    def __init__(self, dim: int, width: int = 500, depth: int = 6, cond_dim: int = 0,
-                 prediction: str = "epsilon"):
+    def __init__(self, dim: int, width: int = 500, depth: int = 6, cond_dim: int = 0, prediction: str = "epsilon"):
         super().__init__(prediction)
         dim, width, depth = _int("dim", dim), _int("width", width, 2), _int("depth", depth, 0)
         cond_dim = _int("cond_dim", cond_dim, 0)
@@ -159,8 +160,16 @@ class UNetMLPDenoiser(Denoiser):
 
     kind = "unet_mlp"
 
-    def __init__(self, dim: int, widths: Sequence[int] = (256, 128, 64, 32, 64, 128, 256), time_dim: int = 128,
-                 attention: bool = True, output: str = "linear", cond_dim: int = 0, prediction: str = "epsilon"):
+    def __init__(
+        self,
+        dim: int,
+        widths: Sequence[int] = (256, 128, 64, 32, 64, 128, 256),
+        time_dim: int = 128,
+        attention: bool = True,
+        output: str = "linear",
+        cond_dim: int = 0,
+        prediction: str = "epsilon",
+    ):
         super().__init__(prediction)
         widths = [_int("width", w) for w in widths]
         if len(widths) % 2 != 1:
@@ -168,11 +177,19 @@ class UNetMLPDenoiser(Denoiser):
         if output not in ("linear", "sigmoid"):
             raise ValueError(f"output must be 'linear' or 'sigmoid', got {output!r}")
         if output == "sigmoid" and prediction != "x0":
-            raise ValueError("a sigmoid output lies in (0, 1): use it to predict x0 in [0, 1] (prediction='x0'), "
-                             "not the Gaussian noise ε")
+            raise ValueError(
+                "a sigmoid output lies in (0, 1): use it to predict x0 in [0, 1] (prediction='x0'), "
+                "not the Gaussian noise ε"
+            )
         dim, time_dim, cond_dim = _int("dim", dim), _int("time_dim", time_dim, 2), _int("cond_dim", cond_dim, 0)
-        self._config = {"dim": dim, "widths": widths, "time_dim": time_dim, "attention": bool(attention),
-                        "output": output, "cond_dim": cond_dim}
+        self._config = {
+            "dim": dim,
+            "widths": widths,
+            "time_dim": time_dim,
+            "attention": bool(attention),
+            "output": output,
+            "cond_dim": cond_dim,
+        }
         self.dim, self.time_dim, self.cond_dim, self.output = dim, time_dim, cond_dim, output
         k = len(widths) // 2
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
@@ -185,7 +202,7 @@ class UNetMLPDenoiser(Denoiser):
         self.mid = _MLPBlock(d, widths[k], time_dim, attention)
         d = widths[k]
         self.up = nn.ModuleList()
-        for i, w in enumerate(widths[k + 1:]):
+        for i, w in enumerate(widths[k + 1 :]):
             self.up.append(_MLPBlock(d + widths[k - 1 - i], w, time_dim, attention))
             d = w
         self.out = nn.Linear(d, dim)
@@ -256,9 +273,17 @@ class ConvUNetDenoiser(Denoiser):
 
     kind = "conv_unet"
 
-    def __init__(self, channels: int = 1, base: int = 32, mults: Sequence[int] = (1, 2, 2),
-                 attention: Sequence[int] | None = None, n_res: int = 1, time_dim: int | None = None,
-                 cond_dim: int = 0, prediction: str = "epsilon"):
+    def __init__(
+        self,
+        channels: int = 1,
+        base: int = 32,
+        mults: Sequence[int] = (1, 2, 2),
+        attention: Sequence[int] | None = None,
+        n_res: int = 1,
+        time_dim: int | None = None,
+        cond_dim: int = 0,
+        prediction: str = "epsilon",
+    ):
         super().__init__(prediction)
         channels, base, n_res = _int("channels", channels), _int("base", base), _int("n_res", n_res)
         mults = [_int("mult", m) for m in mults]
@@ -269,8 +294,15 @@ class ConvUNetDenoiser(Denoiser):
             raise ValueError(f"attention levels must be in 0..{len(mults) - 1}, got {attention}")
         time_dim = _int("time_dim", time_dim if time_dim is not None else 4 * base, 2)
         cond_dim = _int("cond_dim", cond_dim, 0)
-        self._config = {"channels": channels, "base": base, "mults": mults, "attention": attention,
-                        "n_res": n_res, "time_dim": time_dim, "cond_dim": cond_dim}
+        self._config = {
+            "channels": channels,
+            "base": base,
+            "mults": mults,
+            "attention": attention,
+            "n_res": n_res,
+            "time_dim": time_dim,
+            "cond_dim": cond_dim,
+        }
         self.channels, self.time_dim, self.cond_dim = channels, time_dim, cond_dim
         self.levels = len(mults)
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
@@ -326,7 +358,7 @@ class ConvUNetDenoiser(Denoiser):
             elif isinstance(layer, AttentionBlock):
                 h = layer(h)
                 skips[-1] = h
-            else:                                   # strided conv: downsample
+            else:  # strided conv: downsample
                 h = layer(h)
                 skips.append(h)
         for layer in self.mid:

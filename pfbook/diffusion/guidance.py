@@ -21,6 +21,7 @@ Kinds provided (compose them with :class:`Compose`):
   (TSDM stage 1, Pei et al. eq. 32-33);
 * :class:`ClampGuidance` -- x̂_0 clipped into a box (e.g. [0, 1] for min-max-normalised data).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,18 +32,19 @@ import torch
 
 from pfbook.diffusion.schedules import Schedule
 
+
 @dataclass
 class GuidanceState:
     """What a guidance sees at one reverse step (all tensors in model space, batch first)."""
 
     x_t: torch.Tensor
-    t: int                      # current timestep index (0-based)
-    t_prev: int                 # the index the step goes to; -1 for the final step to x_0
-    eps: torch.Tensor           # ε̂
-    x0: torch.Tensor            # x̂_0, consistent with (x_t, ε̂)
+    t: int  # current timestep index (0-based)
+    t_prev: int  # the index the step goes to; -1 for the final step to x_0
+    eps: torch.Tensor  # ε̂
+    x0: torch.Tensor  # x̂_0, consistent with (x_t, ε̂)
     schedule: Schedule
     cond: torch.Tensor | None = None
-    step_index: int = 0         # 0 for the first (noisiest) step
+    step_index: int = 0  # 0 for the first (noisiest) step
     n_steps: int = 1
     generator: torch.Generator | None = None
 
@@ -90,8 +92,9 @@ class Compose(Guidance):
         return f"Compose({', '.join(map(repr, self.guidances))})"
 
 
-def denormalised(fn: Callable[[torch.Tensor], torch.Tensor], normaliser,
-                 dtype: torch.dtype | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def denormalised(
+    fn: Callable[[torch.Tensor], torch.Tensor], normaliser, dtype: torch.dtype | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``z -> fn(normaliser.inverse(z))``: a residual in physical units, callable on model-space tensors.
 
     Gradients flow through the (affine) inverse, so :class:`GradientGuidance` steps in model space on a
@@ -99,6 +102,7 @@ def denormalised(fn: Callable[[torch.Tensor], torch.Tensor], normaliser,
     cast first, so the de-normalisation and the residual run in that precision and gradients flow back to the
     model's own.
     """
+
     def residual(z: torch.Tensor) -> torch.Tensor:
         return fn(normaliser.inverse(z if dtype is None else z.to(dtype)))
 
@@ -109,8 +113,9 @@ def _scale_at(scale, t: int, T: int) -> float:
     return float(scale(t, T)) if callable(scale) else float(scale)
 
 
-def _corrected(state: GuidanceState, scale, inner_steps: int,
-               step: Callable[[float, torch.Tensor], torch.Tensor]) -> GuidanceState:
+def _corrected(
+    state: GuidanceState, scale, inner_steps: int, step: Callable[[float, torch.Tensor], torch.Tensor]
+) -> GuidanceState:
     """``state`` with x̂_0 moved ``inner_steps`` times by x̂_0 <- x̂_0 - step(λ_t, x̂_0); unchanged where λ_t = 0."""
     lam = _scale_at(scale, state.t, state.schedule.T)
     if lam == 0.0:
@@ -142,8 +147,13 @@ class GradientGuidance(Guidance):
     ``inner_steps`` repeats the step with the gradient re-evaluated.
     """
 
-    def __init__(self, residual: Callable[[torch.Tensor], torch.Tensor], scale=1.0,
-                 max_step: float | None = None, inner_steps: int = 1):
+    def __init__(
+        self,
+        residual: Callable[[torch.Tensor], torch.Tensor],
+        scale=1.0,
+        max_step: float | None = None,
+        inner_steps: int = 1,
+    ):
         if not callable(residual):
             raise TypeError("residual must be a callable mapping x0 (B, ...) to residuals")
         if not callable(scale) and (not math.isfinite(float(scale)) or float(scale) < 0):
@@ -186,8 +196,9 @@ class ProjectionGuidance(Guidance):
     directions in which H is flat. It is the Newton form of Hoseinpour & Dvorkin's eq. 15; λ_t as in :class:`GradientGuidance`.
     """
 
-    def __init__(self, constraint: Callable[[torch.Tensor], torch.Tensor], scale=1.0, damping: float = 1e-8,
-                 inner_steps: int = 1):
+    def __init__(
+        self, constraint: Callable[[torch.Tensor], torch.Tensor], scale=1.0, damping: float = 1e-8, inner_steps: int = 1
+    ):
         if not callable(constraint):
             raise TypeError("constraint must be a callable mapping x0 (B, ...) to values (B, m)")
         if not callable(scale) and (not math.isfinite(float(scale)) or float(scale) < 0):
@@ -202,12 +213,13 @@ class ProjectionGuidance(Guidance):
             h = self.constraint(z).reshape(len(z), -1)
             m = h.shape[1]
             # one backward pass per constraint: samples are independent, so the batch sum gives each its own row
-            rows = [torch.autograd.grad(h[:, i].sum(), z, retain_graph=i + 1 < m)[0].reshape(len(z), -1)
-                    for i in range(m)]
-        J = torch.stack(rows, dim=1).double()                            # (B, m, d)
+            rows = [
+                torch.autograd.grad(h[:, i].sum(), z, retain_graph=i + 1 < m)[0].reshape(len(z), -1) for i in range(m)
+            ]
+        J = torch.stack(rows, dim=1).double()  # (B, m, d)
         JJt = J @ J.transpose(1, 2)
         JJt = JJt + self.damping * torch.eye(m, dtype=J.dtype, device=J.device)
-        w = torch.linalg.solve(JJt, h.detach().double().unsqueeze(-1))   # (B, m, 1)
+        w = torch.linalg.solve(JJt, h.detach().double().unsqueeze(-1))  # (B, m, 1)
         return (J.transpose(1, 2) @ w).squeeze(-1).to(x0.dtype).reshape(x0.shape)
 
     def __call__(self, state: GuidanceState) -> GuidanceState:
@@ -236,7 +248,7 @@ class ObservationGuidance(Guidance):
             smax = torch.linalg.matrix_norm(A.to(torch.float64), ord=2).item()
             if smax == 0:
                 raise ValueError("A is zero: there is nothing to observe")
-            scale = 1.0 / smax ** 2
+            scale = 1.0 / smax**2
         if not (math.isfinite(scale) and scale >= 0):
             raise ValueError(f"scale must be a finite non-negative number, got {scale}")
         self.A, self.y, self.scale = A, y, float(scale)
@@ -277,8 +289,10 @@ class ReplacementGuidance(Guidance):
             mask = torch.broadcast_to(self.mask.to(x.device), x.shape)
             values = torch.broadcast_to(self.values.to(x.device, x.dtype), x.shape)
         except RuntimeError:
-            raise ValueError(f"mask {tuple(self.mask.shape)} / values {tuple(self.values.shape)} do not broadcast "
-                             f"to samples of shape {tuple(x.shape)}") from None
+            raise ValueError(
+                f"mask {tuple(self.mask.shape)} / values {tuple(self.values.shape)} do not broadcast "
+                f"to samples of shape {tuple(x.shape)}"
+            ) from None
         return mask, values
 
     def __call__(self, state: GuidanceState) -> GuidanceState:
@@ -334,6 +348,16 @@ class ClampGuidance(Guidance):
         return state.with_x0(torch.clamp(x0, self.low.to(x0), self.high.to(x0)))
 
 
-__all__: Sequence[str] = ("GuidanceState", "Guidance", "Compose", "GradientGuidance", "ProjectionGuidance",
-                          "ObservationGuidance",
-                          "ReplacementGuidance", "NoiseCorrectionGuidance", "ClampGuidance", "denormalised", "ramp")
+__all__: Sequence[str] = (
+    "GuidanceState",
+    "Guidance",
+    "Compose",
+    "GradientGuidance",
+    "ProjectionGuidance",
+    "ObservationGuidance",
+    "ReplacementGuidance",
+    "NoiseCorrectionGuidance",
+    "ClampGuidance",
+    "denormalised",
+    "ramp",
+)

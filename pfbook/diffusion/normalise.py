@@ -12,6 +12,7 @@ Features whose spread is below ``min_scale`` (a reference-bus angle, a generator
 ``scale = min_scale`` rather than 1: they are constants, and a model error of 0.1 in normalised units must
 stay negligible in physical units (0.1 * min_scale), not become 0.1 p.u.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -54,12 +55,21 @@ class Normaliser:
         ``pool=(2,)`` for one mean and std per channel of ``(n, M, T)`` measurement matrices.
         """
         x, dims = _as_data(x), _pool_dims(x, pool)
-        return cls(x.mean(dims, keepdim=True)[0], x.std(dims, unbiased=False, keepdim=True)[0].clamp(min=min_scale),
-                   kind="standard")
+        return cls(
+            x.mean(dims, keepdim=True)[0],
+            x.std(dims, unbiased=False, keepdim=True)[0].clamp(min=min_scale),
+            kind="standard",
+        )
 
     @classmethod
-    def minmax(cls, x=None, low: Sequence[float] | None = None, high: Sequence[float] | None = None,
-               feature_range: tuple[float, float] = (0.0, 1.0), min_scale: float = 1e-6) -> "Normaliser":
+    def minmax(
+        cls,
+        x=None,
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
+        feature_range: tuple[float, float] = (0.0, 1.0),
+        min_scale: float = 1e-6,
+    ) -> "Normaliser":
         """Map [low, high] per feature onto ``feature_range``; bounds default to the data's min and max."""
         if (low is None or high is None) and x is None:
             raise ValueError("minmax needs the data x or both bounds low and high")

@@ -24,6 +24,7 @@ and knows nothing about what the data mean. The update rules:
 
 No noise is added on the final step to x_0 (Algorithm 2, line 4: z = 0 at t = 1).
 """
+
 from __future__ import annotations
 
 import abc
@@ -38,8 +39,9 @@ from pfbook.diffusion.guidance import Guidance, GuidanceState
 from pfbook.diffusion.schedules import Schedule
 
 
-def predict(model: Callable, x: torch.Tensor, t: "int | torch.Tensor", cond: torch.Tensor | None,
-            schedule: Schedule) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: Callable, x: torch.Tensor, t: "int | torch.Tensor", cond: torch.Tensor | None, schedule: Schedule
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(ε̂, x̂_0) from one model call, whichever of the two the model predicts (``model.prediction``)."""
     tt = t if isinstance(t, torch.Tensor) else torch.tensor(t, device=x.device)
     out = model(x, tt, cond)
@@ -61,7 +63,7 @@ class Sampler(abc.ABC):
             raise TypeError(f"a sampler needs a Schedule, got {type(schedule).__name__}")
         self.schedule = schedule.detach()
         ab = self.schedule.alpha_bar
-        self._ab = [float(a) for a in ab]           # Python floats: the step arithmetic costs nothing
+        self._ab = [float(a) for a in ab]  # Python floats: the step arithmetic costs nothing
 
     def alpha_bar(self, t: int) -> float:
         return 1.0 if t < 0 else self._ab[t]
@@ -78,11 +80,21 @@ class Sampler(abc.ABC):
         return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
     @torch.no_grad()
-    def sample(self, model: Callable, shape: Sequence[int], *, guidance: Guidance | None = None,
-               generator: torch.Generator | None = None, cond: torch.Tensor | None = None,
-               progress: bool = False, x_T: torch.Tensor | None = None, resample: int = 1,
-               device: "str | torch.device | None" = None, dtype: torch.dtype = torch.float32,
-               callback: Callable[[GuidanceState, torch.Tensor], None] | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        model: Callable,
+        shape: Sequence[int],
+        *,
+        guidance: Guidance | None = None,
+        generator: torch.Generator | None = None,
+        cond: torch.Tensor | None = None,
+        progress: bool = False,
+        x_T: torch.Tensor | None = None,
+        resample: int = 1,
+        device: "str | torch.device | None" = None,
+        dtype: torch.dtype = torch.float32,
+        callback: Callable[[GuidanceState, torch.Tensor], None] | None = None,
+    ) -> torch.Tensor:
         """Draw a batch of samples of ``shape`` (batch first) in model space.
 
         ``generator`` makes the draw reproducible (it must live on ``device``); ``x_T`` starts from given
@@ -104,8 +116,18 @@ class Sampler(abc.ABC):
             t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
             for r in range(resample):
                 eps, x0 = predict(model, x, t, cond, self.schedule)
-                state = GuidanceState(x_t=x, t=t, t_prev=t_prev, eps=eps, x0=x0, schedule=self.schedule, cond=cond,
-                                      step_index=i, n_steps=len(ts), generator=generator)
+                state = GuidanceState(
+                    x_t=x,
+                    t=t,
+                    t_prev=t_prev,
+                    eps=eps,
+                    x0=x0,
+                    schedule=self.schedule,
+                    cond=cond,
+                    step_index=i,
+                    n_steps=len(ts),
+                    generator=generator,
+                )
                 if guidance is not None:
                     state = guidance(state)
                 x_prev = self.step(state)
@@ -193,13 +215,19 @@ class OptimalVariance:
     def at(self, t: int) -> float:
         v = float(self.value[t])
         if math.isnan(v):
-            raise ValueError(f"the optimal variance was not estimated at timestep {t}; estimate it on this "
-                             f"sampler's timesteps (estimate_optimal_variance(..., timesteps=sampler.timesteps))")
+            raise ValueError(
+                f"the optimal variance was not estimated at timestep {t}; estimate it on this "
+                f"sampler's timesteps (estimate_optimal_variance(..., timesteps=sampler.timesteps))"
+            )
         return v
 
     def state_dict(self) -> dict:
-        return {"raw": self.raw.clone(), "value": self.value.clone(), "upper": self.upper.clone(),
-                "n_samples": int(self.n_samples)}
+        return {
+            "raw": self.raw.clone(),
+            "value": self.value.clone(),
+            "upper": self.upper.clone(),
+            "n_samples": int(self.n_samples),
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "OptimalVariance":
@@ -210,10 +238,17 @@ ESTIMATORS = ("eq28", "residual")
 
 
 @torch.no_grad()
-def estimate_optimal_variance(model: Callable, schedule: Schedule, data: torch.Tensor,
-                              timesteps: Sequence[int] | None = None, n_samples: int | None = None,
-                              batch_size: int = 4096, cond: torch.Tensor | None = None,
-                              generator: torch.Generator | None = None, estimator: str = "residual") -> OptimalVariance:
+def estimate_optimal_variance(
+    model: Callable,
+    schedule: Schedule,
+    data: torch.Tensor,
+    timesteps: Sequence[int] | None = None,
+    n_samples: int | None = None,
+    batch_size: int = 4096,
+    cond: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    estimator: str = "residual",
+) -> OptimalVariance:
     """Estimate σ̄²_t = (1 - ᾱ_t)/ᾱ_t (1 - E_{x_t}||ε_θ(x_t, t)||²/d) (TSDM eq. 28) from model-space data.
 
     Done once per trained model and stored (Pei et al.: "calculated based on normal dataset ... and saved
@@ -239,10 +274,10 @@ def estimate_optimal_variance(model: Callable, schedule: Schedule, data: torch.T
     for t in ts:
         total = 0.0
         for k in range(0, len(x), batch_size):
-            xb = x[k:k + batch_size]
+            xb = x[k : k + batch_size]
             noise = torch.randn(xb.shape, generator=generator, device=xb.device, dtype=xb.dtype)
             x_t = schedule.q_sample(xb, t, noise)
-            eps, _ = predict(model, x_t, t, None if c is None else c[k:k + batch_size], schedule)
+            eps, _ = predict(model, x_t, t, None if c is None else c[k : k + batch_size], schedule)
             if estimator == "eq28":
                 total += float(eps.double().pow(2).sum())
             else:
@@ -262,8 +297,15 @@ class DDIMSampler(Sampler):
     ``optimal_variance`` the step adds TSDM's Γ_t² σ̄²_t (Pei et al., eq. 29-31) to its variance.
     """
 
-    def __init__(self, schedule: Schedule, steps: int | None = None, eta: float = 0.0, spacing: str = "uniform",
-                 timesteps: Sequence[int] | None = None, optimal_variance: OptimalVariance | None = None):
+    def __init__(
+        self,
+        schedule: Schedule,
+        steps: int | None = None,
+        eta: float = 0.0,
+        spacing: str = "uniform",
+        timesteps: Sequence[int] | None = None,
+        optimal_variance: OptimalVariance | None = None,
+    ):
         super().__init__(schedule)
         if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
             raise ValueError(f"eta must be a finite number >= 0 (0: deterministic DDIM, 1: DDPM-like), got {eta!r}")
@@ -279,16 +321,16 @@ class DDIMSampler(Sampler):
         self.optimal_variance = optimal_variance
         if optimal_variance is not None:
             for t in self.timesteps:
-                optimal_variance.at(t)               # fail now, not halfway through sampling
+                optimal_variance.at(t)  # fail now, not halfway through sampling
 
     def coefficients(self, t: int, t_prev: int) -> tuple[float, float, float]:
         """(coefficient of x̂_0, coefficient of ε̂, variance) of the step t -> t_prev."""
         ab, abp = self.alpha_bar(t), self.alpha_bar(t_prev)
-        var = self.eta ** 2 * (1 - abp) / (1 - ab) * (1 - ab / abp)
+        var = self.eta**2 * (1 - abp) / (1 - ab) * (1 - ab / abp)
         c_eps = math.sqrt(max(1 - abp - var, 0.0))
         if self.optimal_variance is not None:
             gamma = math.sqrt(abp) - c_eps * math.sqrt(ab / (1 - ab))
-            var = var + gamma ** 2 * self.optimal_variance.at(t)
+            var = var + gamma**2 * self.optimal_variance.at(t)
         return math.sqrt(abp), c_eps, var
 
     def step(self, state: GuidanceState) -> torch.Tensor:

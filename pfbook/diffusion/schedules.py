@@ -13,6 +13,7 @@ Three ways to get one:
 papers' step ``t + 1``, so ``alpha_bar[0]`` is ᾱ_1 (barely noised) and ``alpha_bar[T-1]`` is ᾱ_T (noise).
 "Before the first step" is index ``-1`` with ᾱ = 1.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,8 +64,10 @@ class Schedule:
             raise ValueError(f"alpha_bar must be a non-empty 1-D tensor, got shape {tuple(ab.shape)}")
         a = ab.detach()
         if not torch.isfinite(a).all() or (a <= 0).any() or (a >= 1).any():
-            raise ValueError("alpha_bar must lie strictly inside (0, 1) at every step "
-                             f"(got min {a.min().item():.3g}, max {a.max().item():.3g})")
+            raise ValueError(
+                "alpha_bar must lie strictly inside (0, 1) at every step "
+                f"(got min {a.min().item():.3g}, max {a.max().item():.3g})"
+            )
         if a.numel() > 1 and not (a[1:] < a[:-1]).all():
             raise ValueError("alpha_bar must be strictly decreasing (every β_t > 0)")
         self.alpha_bar = ab.to(torch.float64)
@@ -161,8 +164,13 @@ class Schedule:
             cached = self._tables[key] = table.detach().to(like.device, like.dtype)
         return cached[t.to(like.device)].reshape(-1, *([1] * (like.dim() - 1)))
 
-    def q_sample(self, x0: torch.Tensor, t: "int | torch.Tensor", noise: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def q_sample(
+        self,
+        x0: torch.Tensor,
+        t: "int | torch.Tensor",
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Draw x_t ~ q(x_t | x_0) = N(sqrt(ᾱ_t) x_0, (1 - ᾱ_t) I)."""
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -183,8 +191,9 @@ class Schedule:
         ab = self.at("alpha_bar", t, x_t)
         return (x_t - _sqrt(ab) * x0) / _sqrt(1 - ab)
 
-    def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor,
-                    t: "int | torch.Tensor") -> tuple[torch.Tensor, "float | torch.Tensor"]:
+    def q_posterior(
+        self, x0: torch.Tensor, x_t: torch.Tensor, t: "int | torch.Tensor"
+    ) -> tuple[torch.Tensor, "float | torch.Tensor"]:
         """Mean and variance of q(x_{t-1} | x_t, x_0) (Ho et al. 2020, eq. 6-7; Hoseinpour & Dvorkin, eq. 7)."""
         mean = self.at("posterior_mean_coef_x0", t, x_t) * x0 + self.at("posterior_mean_coef_xt", t, x_t) * x_t
         return mean, self.at("posterior_variance", t, x_t)
@@ -200,8 +209,10 @@ def make_schedule(name: str, T: int = 1000, **kwargs) -> Schedule:
         return Schedule.linear(T, **kwargs)
     if name == "cosine":
         return Schedule.cosine(T, **kwargs)
-    raise ValueError(f"unknown noise schedule {name!r}; choose one of {', '.join(SCHEDULES)} "
-                     f"(or build a Schedule from alpha_bar / a LearnedSchedule)")
+    raise ValueError(
+        f"unknown noise schedule {name!r}; choose one of {', '.join(SCHEDULES)} "
+        f"(or build a Schedule from alpha_bar / a LearnedSchedule)"
+    )
 
 
 # ---------------------------------------------------------------------------------- learned schedule
@@ -218,8 +229,15 @@ class LearnedSchedule(nn.Module):
     default): the auxiliary training starts from the schedule it is meant to improve on.
     """
 
-    def __init__(self, dim: int, T: int, hidden: Sequence[int] = (512, 256), init: Schedule | None = None,
-                 min_alpha_bar: float = 1e-12, min_depth: float = 1e-3):
+    def __init__(
+        self,
+        dim: int,
+        T: int,
+        hidden: Sequence[int] = (512, 256),
+        init: Schedule | None = None,
+        min_alpha_bar: float = 1e-12,
+        min_depth: float = 1e-3,
+    ):
         super().__init__()
         _check_T(T)
         if dim < 1:
@@ -242,7 +260,7 @@ class LearnedSchedule(nn.Module):
         if init.T != T:
             raise ValueError(f"initial schedule has T={init.T}, the learned one T={T}")
         with torch.no_grad():
-            dec = -torch.log(init.alphas)                        # per-step decrement of -log ᾱ
+            dec = -torch.log(init.alphas)  # per-step decrement of -log ᾱ
             depth = float(dec.sum()) + 0.0
             frac = (depth - self.min_depth) / (self.max_depth - self.min_depth)
             frac = min(max(frac, 1e-6), 1 - 1e-6)
@@ -253,9 +271,9 @@ class LearnedSchedule(nn.Module):
     def per_sample(self, x0: torch.Tensor) -> torch.Tensor:
         """ᾱ_1..ᾱ_T for every sample of ``x0`` (shape (B, T), float64)."""
         out = self.head(self.body(x0.reshape(x0.shape[0], -1))).to(torch.float64)
-        w = torch.softmax(out[:, :self.T], dim=-1)
+        w = torch.softmax(out[:, : self.T], dim=-1)
         w = (w + self.floor) / (1 + self.T * self.floor)
-        depth = self.min_depth + (self.max_depth - self.min_depth) * torch.sigmoid(out[:, self.T:])
+        depth = self.min_depth + (self.max_depth - self.min_depth) * torch.sigmoid(out[:, self.T :])
         return torch.exp(-depth * torch.cumsum(w, dim=-1))
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
@@ -268,13 +286,26 @@ class LearnedSchedule(nn.Module):
             return Schedule(self(x0).cpu(), name="learned")
 
     def config(self) -> dict:
-        return {"dim": self.dim, "T": self.T, "hidden": list(self.hidden), "min_alpha_bar": self.min_alpha_bar,
-                "min_depth": self.min_depth}
+        return {
+            "dim": self.dim,
+            "T": self.T,
+            "hidden": list(self.hidden),
+            "min_alpha_bar": self.min_alpha_bar,
+            "min_depth": self.min_depth,
+        }
 
 
-def fit_schedule(net: LearnedSchedule, data: torch.Tensor, statistic: Callable[[torch.Tensor], torch.Tensor],
-                 target: torch.Tensor, steps: int = 500, batch_size: int = 1024, lr: float = 1e-3,
-                 seed: int = 0, progress: bool = False) -> list[float]:
+def fit_schedule(
+    net: LearnedSchedule,
+    data: torch.Tensor,
+    statistic: Callable[[torch.Tensor], torch.Tensor],
+    target: torch.Tensor,
+    steps: int = 500,
+    batch_size: int = 1024,
+    lr: float = 1e-3,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[float]:
     """Auxiliary training of F_ω (Wang et al., eq. 11): minimise Σ_t (mean_batch R(x_t) - γ_t)².
 
     γ_t is the *expected* statistic at step t, so the batch mean of R is compared with it. Squaring per
@@ -298,11 +329,10 @@ def fit_schedule(net: LearnedSchedule, data: torch.Tensor, statistic: Callable[[
     for _ in tqdm(range(steps), desc="schedule", disable=not progress):
         idx = torch.randint(len(data), (min(batch_size, len(data)),), generator=g, device=data.device)
         x0 = data[idx]
-        ab = net(x0)                     # float64: 1 - ᾱ_1 can lie below float32's resolution near 1
+        ab = net(x0)  # float64: 1 - ᾱ_1 can lie below float32's resolution near 1
         eps = torch.randn((net.T,) + tuple(x0.shape), generator=g, device=data.device, dtype=x0.dtype)
         shape = (net.T,) + (1,) * x0.dim()
-        x_t = (ab.sqrt().to(x0.dtype).reshape(shape) * x0
-               + (1 - ab).sqrt().to(x0.dtype).reshape(shape) * eps)
+        x_t = ab.sqrt().to(x0.dtype).reshape(shape) * x0 + (1 - ab).sqrt().to(x0.dtype).reshape(shape) * eps
         r = statistic(x_t).to(torch.float64)
         loss = ((r.mean(1) - target) ** 2).sum()
         opt.zero_grad(set_to_none=True)

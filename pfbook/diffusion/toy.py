@@ -6,6 +6,7 @@ blurs the modes shows up in the share of samples far from every centre and in :f
 :func:`gaussian_eps` is the exact noise predictor for Gaussian data, so anything computed from a model
 (e.g. the optimal variance of TSDM eq. 28) can be compared with its closed form.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,9 @@ def ring_centres(k: int = 8, radius: float = 2.0) -> torch.Tensor:
     return torch.stack([radius * torch.cos(a), radius * torch.sin(a)], dim=1)
 
 
-def ring_of_gaussians(n: int, k: int = 8, radius: float = 2.0, std: float = 0.1,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def ring_of_gaussians(
+    n: int, k: int = 8, radius: float = 2.0, std: float = 0.1, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` draws (n, 2) from the equal-weight mixture of k isotropic Gaussians on a ring, and their modes."""
     centres = ring_centres(k, radius)
     labels = torch.randint(0, k, (n,), generator=generator)
@@ -47,6 +49,7 @@ def gaussian_eps(mean: torch.Tensor, var: float, schedule: Schedule):
 
     With x_t = sqrt(ᾱ) x_0 + sqrt(1 - ᾱ) ε, E[ε | x_t] = sqrt(1 - ᾱ)(x_t - sqrt(ᾱ) mean) / (ᾱ var + 1 - ᾱ).
     """
+
     def model(x: torch.Tensor, t, cond=None) -> torch.Tensor:
         ab = schedule.at("alpha_bar", t, x)
         ab = ab if isinstance(ab, torch.Tensor) else torch.tensor(ab, dtype=x.dtype)

@@ -7,6 +7,7 @@ is the caller's (a physics residual, a distance), this module knows nothing of w
 * :func:`reverse_trace` -- one sampler run, with ``fn`` of x̂_0 (``on="x0"``, the model's guess of the sample at
   that step) or of x_{t-1} (``on="x_prev"``, the state the step leaves) after every reverse step.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -25,9 +26,14 @@ def _mean(value) -> float:
     return float(torch.as_tensor(value).double().mean())
 
 
-def forward_trace(schedule: Schedule, x0: torch.Tensor, fn: Callable[[torch.Tensor, int], torch.Tensor],
-                  timesteps: Sequence[int] | None = None, seed: int = 0,
-                  generator: torch.Generator | None = None) -> np.ndarray:
+def forward_trace(
+    schedule: Schedule,
+    x0: torch.Tensor,
+    fn: Callable[[torch.Tensor, int], torch.Tensor],
+    timesteps: Sequence[int] | None = None,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
     """The batch mean of ``fn(x_t, t)`` for x_t ~ q(x_t | x_0) at each of ``timesteps`` (default: all T, in order).
 
     ``x0`` is model-space data (batch first). One generator (seeded with ``seed`` unless ``generator`` is given)
@@ -38,8 +44,16 @@ def forward_trace(schedule: Schedule, x0: torch.Tensor, fn: Callable[[torch.Tens
     return np.asarray([_mean(fn(schedule.q_sample(x0, t, generator=g), t)) for t in ts], dtype=float)
 
 
-def reverse_trace(dm, sampler: Sampler | None, n: int, fn: Callable[[torch.Tensor], torch.Tensor], on: str = "x0",
-                  guidance=None, seed: int = 0, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reverse_trace(
+    dm,
+    sampler: Sampler | None,
+    n: int,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    on: str = "x0",
+    guidance=None,
+    seed: int = 0,
+    **kwargs,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw ``n`` samples from ``dm`` (a :class:`~pfbook.diffusion.DiffusionModel`) with ``sampler`` (DDPM if
     ``None``) and record the batch mean of ``fn`` after every reverse step.
 

@@ -13,6 +13,7 @@ Checkpoints (:func:`save_checkpoint`) hold only tensors, dicts, lists, strings a
 ``torch.load(path, weights_only=True)``; they are written atomically and carry the data :class:`Layout`
 (feature names, grid name, sample shape), and loading one into another layout is refused.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,11 +30,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from pfbook.io import DatasetError, atomic_write_bytes
 from pfbook.diffusion.denoisers import Denoiser, build_denoiser
 from pfbook.diffusion.normalise import Normaliser
 from pfbook.diffusion.samplers import DDPMSampler, OptimalVariance, Sampler, estimate_optimal_variance
 from pfbook.diffusion.schedules import Schedule
+from pfbook.io import DatasetError, atomic_write_bytes
 
 FORMAT = "pfbook.diffusion_checkpoint"
 FORMAT_VERSION = 1
@@ -83,8 +84,12 @@ class Layout:
         return f"grid {self.grid!r}, shape {self.shape}, {len(self.features)} features [{feats}]"
 
     def to_dict(self) -> dict:
-        return {"features": list(self.features), "grid": self.grid, "shape": list(self.shape),
-                "fingerprint": self.fingerprint}
+        return {
+            "features": list(self.features),
+            "grid": self.grid,
+            "shape": list(self.shape),
+            "fingerprint": self.fingerprint,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Layout":
@@ -94,9 +99,11 @@ class Layout:
         """Raise :class:`~pfbook.io.DatasetError` naming both layouts unless ``other`` is the same layout."""
         if other.fingerprint != self.fingerprint:
             diff = [k for k in ("grid", "shape", "features") if getattr(self, k) != getattr(other, k)]
-            raise DatasetError(f"the {what} was trained for {self.describe()} but is being used for "
-                               f"{other.describe()} (they differ in {', '.join(diff)}); train a model for this "
-                               f"data or load the matching {what}")
+            raise DatasetError(
+                f"the {what} was trained for {self.describe()} but is being used for "
+                f"{other.describe()} (they differ in {', '.join(diff)}); train a model for this "
+                f"data or load the matching {what}"
+            )
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -108,16 +115,16 @@ class TrainConfig:
     ``steps`` here are optimiser steps, so a chapter states which reading of "steps" it takes.
     """
 
-    steps: int = 10_000                 # optimiser steps in total
+    steps: int = 10_000  # optimiser steps in total
     batch_size: int = 500
     lr: float = 1e-4
-    lr_decay_every: int | None = 1500   # steps between learning-rate decays; None keeps it constant
-    lr_decay: float = 0.6               # γ, the factor applied at each decay
-    ema_decay: float | None = None      # e.g. 0.999; None trains without an EMA copy
-    checkpoint_every: int | None = None # steps between checkpoints (needs a checkpoint path)
-    grad_clip: float | None = None      # max gradient norm; None: no clipping
+    lr_decay_every: int | None = 1500  # steps between learning-rate decays; None keeps it constant
+    lr_decay: float = 0.6  # γ, the factor applied at each decay
+    ema_decay: float | None = None  # e.g. 0.999; None trains without an EMA copy
+    checkpoint_every: int | None = None  # steps between checkpoints (needs a checkpoint path)
+    grad_clip: float | None = None  # max gradient norm; None: no clipping
     seed: int = 0
-    device: str = "auto"                # "auto": CUDA when present, else CPU
+    device: str = "auto"  # "auto": CUDA when present, else CPU
 
     def __post_init__(self):
         def pos_int(name, v, allow_none=False):
@@ -190,7 +197,7 @@ class LossContext:
 
     x0: torch.Tensor
     x_t: torch.Tensor
-    t: torch.Tensor             # (B,) timestep indices
+    t: torch.Tensor  # (B,) timestep indices
     noise: torch.Tensor
     eps_hat: torch.Tensor
     x0_hat: torch.Tensor
@@ -227,18 +234,44 @@ class DiffusionModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def sample(self, n: int, sampler: Sampler | None = None, *, guidance=None, generator=None, cond=None,
-               progress: bool = False, denormalise: bool = True, **kwargs) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        sampler: Sampler | None = None,
+        *,
+        guidance=None,
+        generator=None,
+        cond=None,
+        progress: bool = False,
+        denormalise: bool = True,
+        **kwargs,
+    ) -> torch.Tensor:
         """``n`` samples (physical units unless ``denormalise=False``); DDPM unless a sampler is given."""
         sampler = sampler if sampler is not None else DDPMSampler(self.schedule)
         shape = (n, *self.layout.shape) if self.layout.shape else (n, *self.normaliser.shape)
         self.model.eval()
-        z = sampler.sample(self.model, shape, guidance=guidance, generator=generator, cond=cond,
-                           progress=progress, device=self.device, **kwargs)
+        z = sampler.sample(
+            self.model,
+            shape,
+            guidance=guidance,
+            generator=generator,
+            cond=cond,
+            progress=progress,
+            device=self.device,
+            **kwargs,
+        )
         return self.normaliser.inverse(z) if denormalise else z
 
-    def draw(self, n: int, sampler: Sampler | None = None, *, seed: int = 0, generator: torch.Generator | None = None,
-             guidance=None, **kwargs) -> tuple[np.ndarray, float]:
+    def draw(
+        self,
+        n: int,
+        sampler: Sampler | None = None,
+        *,
+        seed: int = 0,
+        generator: torch.Generator | None = None,
+        guidance=None,
+        **kwargs,
+    ) -> tuple[np.ndarray, float]:
         """``n`` samples in physical units as float64 NumPy, and the seconds drawing them took.
 
         The draw is reproducible: it uses a generator on the model's device seeded with ``seed`` (or the given
@@ -250,27 +283,42 @@ class DiffusionModel:
         x = self.sample(n, sampler, guidance=guidance, generator=gen, **kwargs).double().cpu().numpy()
         return x, time.perf_counter() - t0
 
-    def estimate_optimal_variance(self, data: torch.Tensor, timesteps: Sequence[int] | None = None,
-                                  n_samples: int | None = None, normalised: bool = False, seed: int = 0,
-                                  **kwargs) -> OptimalVariance:
+    def estimate_optimal_variance(
+        self,
+        data: torch.Tensor,
+        timesteps: Sequence[int] | None = None,
+        n_samples: int | None = None,
+        normalised: bool = False,
+        seed: int = 0,
+        **kwargs,
+    ) -> OptimalVariance:
         """Estimate TSDM's σ̄²_t on ``data`` (physical units unless ``normalised``) and keep it with the model."""
         z = torch.as_tensor(data, dtype=torch.float32, device=self.device)
         z = z if normalised else self.normaliser(z)
         g = torch.Generator(device=self.device).manual_seed(seed)
         self.model.eval()
-        self.optimal_variance = estimate_optimal_variance(self.model, self.schedule, z, timesteps=timesteps,
-                                                          n_samples=n_samples, generator=g, **kwargs)
+        self.optimal_variance = estimate_optimal_variance(
+            self.model, self.schedule, z, timesteps=timesteps, n_samples=n_samples, generator=g, **kwargs
+        )
         return self.optimal_variance
 
     def save(self, path: "str | os.PathLike", extra: dict | None = None) -> Path:
         """A checkpoint of the weights, schedule, normaliser, layout and config (no optimiser state)."""
-        return save_checkpoint(path, self.model, self.schedule, self.normaliser, self.layout,
-                               train_config=self.train_config, optimal_variance=self.optimal_variance,
-                               extra={**self.meta, **(extra or {})})
+        return save_checkpoint(
+            path,
+            self.model,
+            self.schedule,
+            self.normaliser,
+            self.layout,
+            train_config=self.train_config,
+            optimal_variance=self.optimal_variance,
+            extra={**self.meta, **(extra or {})},
+        )
 
     @classmethod
-    def load(cls, path: "str | os.PathLike", expect: Layout | None = None, device: str = "auto",
-             ema: bool = True) -> "DiffusionModel":
+    def load(
+        cls, path: "str | os.PathLike", expect: Layout | None = None, device: str = "auto", ema: bool = True
+    ) -> "DiffusionModel":
         """Load a checkpoint; with ``expect`` refuse one trained for another layout. ``ema`` uses EMA weights."""
         ck = load_checkpoint(path, expect=expect)
         dev = resolve_device(device)
@@ -282,11 +330,15 @@ class DiffusionModel:
                 for p, s in zip(model.parameters(), ck["ema"]["shadow"]):
                     p.copy_(s)
         ov = ck.get("optimal_variance")
-        return cls(model=model.to(dev).eval(), schedule=Schedule.from_state_dict(ck["schedule"]),
-                   normaliser=Normaliser.from_state_dict(ck["normaliser"]), layout=Layout.from_dict(ck["layout"]),
-                   train_config=ck.get("train_config") or {},
-                   optimal_variance=None if ov is None else OptimalVariance.from_state_dict(ov),
-                   meta=ck.get("extra") or {})
+        return cls(
+            model=model.to(dev).eval(),
+            schedule=Schedule.from_state_dict(ck["schedule"]),
+            normaliser=Normaliser.from_state_dict(ck["normaliser"]),
+            layout=Layout.from_dict(ck["layout"]),
+            train_config=ck.get("train_config") or {},
+            optimal_variance=None if ov is None else OptimalVariance.from_state_dict(ov),
+            meta=ck.get("extra") or {},
+        )
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -305,18 +357,31 @@ def _plain(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint (tensors, dicts, lists, str and numbers only)")
 
 
-def save_checkpoint(path: "str | os.PathLike", model: Denoiser, schedule: Schedule, normaliser: Normaliser,
-                    layout: Layout, *, train_config: dict | None = None, train_state: dict | None = None,
-                    ema: EMA | None = None, optimal_variance: OptimalVariance | None = None,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: "str | os.PathLike",
+    model: Denoiser,
+    schedule: Schedule,
+    normaliser: Normaliser,
+    layout: Layout,
+    *,
+    train_config: dict | None = None,
+    train_state: dict | None = None,
+    ema: EMA | None = None,
+    optimal_variance: OptimalVariance | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write a checkpoint atomically (a reader never sees half a file)."""
     payload = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "model": {"config": model.config(), "state_dict": model.state_dict()},
         "ema": None if ema is None else ema.state_dict(),
-        "schedule": schedule.state_dict(), "normaliser": normaliser.state_dict(),
-        "layout": layout.to_dict(), "train_config": train_config or {},
-        "train_state": train_state, "optimal_variance": None if optimal_variance is None else optimal_variance.state_dict(),
+        "schedule": schedule.state_dict(),
+        "normaliser": normaliser.state_dict(),
+        "layout": layout.to_dict(),
+        "train_config": train_config or {},
+        "train_state": train_state,
+        "optimal_variance": None if optimal_variance is None else optimal_variance.state_dict(),
         "extra": extra or {},
     }
     buf = io.BytesIO()
@@ -332,13 +397,15 @@ def load_checkpoint(path: "str | os.PathLike", expect: Layout | None = None) -> 
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DatasetError(f"checkpoint {path.name} cannot be read ({type(e).__name__}: {e}); it is damaged or not "
-                           f"a pfbook checkpoint") from None
+        raise DatasetError(
+            f"checkpoint {path.name} cannot be read ({type(e).__name__}: {e}); it is damaged or not a pfbook checkpoint"
+        ) from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise DatasetError(f"{path.name} is not a pfbook diffusion checkpoint")
     if ck.get("format_version") != FORMAT_VERSION:
-        raise DatasetError(f"{path.name} has checkpoint format {ck.get('format_version')}; this pfbook reads "
-                           f"{FORMAT_VERSION}")
+        raise DatasetError(
+            f"{path.name} has checkpoint format {ck.get('format_version')}; this pfbook reads {FORMAT_VERSION}"
+        )
     if expect is not None:
         Layout.from_dict(ck["layout"]).check(expect, what=f"checkpoint {path.name}")
     return ck
@@ -355,10 +422,19 @@ class Trainer:
     the end of :meth:`train`.
     """
 
-    def __init__(self, model: Denoiser, schedule: Schedule, data, config: TrainConfig = TrainConfig(), *,
-                 normaliser: "str | Normaliser" = "standard", layout: Layout | None = None,
-                 cond: torch.Tensor | None = None, extra_loss: ExtraLoss | None = None,
-                 checkpoint: "str | os.PathLike | None" = None):
+    def __init__(
+        self,
+        model: Denoiser,
+        schedule: Schedule,
+        data,
+        config: TrainConfig = TrainConfig(),
+        *,
+        normaliser: "str | Normaliser" = "standard",
+        layout: Layout | None = None,
+        cond: torch.Tensor | None = None,
+        extra_loss: ExtraLoss | None = None,
+        checkpoint: "str | os.PathLike | None" = None,
+    ):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config, self.schedule = config, schedule.detach()
@@ -381,8 +457,11 @@ class Trainer:
         if config.checkpoint_every is not None and self.checkpoint_path is None:
             raise ValueError("TrainConfig.checkpoint_every is set but no checkpoint path was given")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.lr_scheduler = (torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_decay_every, config.lr_decay)
-                             if config.lr_decay_every else None)
+        self.lr_scheduler = (
+            torch.optim.lr_scheduler.StepLR(self.optimizer, config.lr_decay_every, config.lr_decay)
+            if config.lr_decay_every
+            else None
+        )
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay is not None else None
         self.step = 0
         self.losses = torch.zeros(0)
@@ -403,7 +482,7 @@ class Trainer:
         while b:
             epoch, off = divmod(pos, n)
             take = min(b, n - off)
-            parts.append(self._epoch_perm(epoch)[off:off + take])
+            parts.append(self._epoch_perm(epoch)[off : off + take])
             pos, b = pos + take, b - take
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -431,8 +510,18 @@ class Trainer:
                 eps_hat = self.schedule.predict_eps(x_t, t, x0_hat)
             else:
                 x0_hat = self.schedule.predict_x0(x_t, t, eps_hat)
-            ctx = LossContext(x0=x0, x_t=x_t, t=t, noise=noise, eps_hat=eps_hat, x0_hat=x0_hat,
-                              schedule=self.schedule, normaliser=self.normaliser, step=step, cond=cond)
+            ctx = LossContext(
+                x0=x0,
+                x_t=x_t,
+                t=t,
+                noise=noise,
+                eps_hat=eps_hat,
+                x0_hat=x0_hat,
+                schedule=self.schedule,
+                normaliser=self.normaliser,
+                step=step,
+                cond=cond,
+            )
             extra = self.extra_loss(ctx)
             extra = extra if isinstance(extra, dict) else {"extra": extra}
             for k, v in extra.items():
@@ -468,11 +557,13 @@ class Trainer:
                 if progress and (self.step % 25 == 0 or self.step == end):
                     # .item() synchronises a GPU: only every 25 steps, for the bar
                     lo = max(0, self.step - start - 25)
-                    bar.set_postfix(loss=f"{hist[lo:self.step - start].mean().item():.4f}",
-                                    **{k: f"{v.item():.3g}" for k, v in parts.items() if k not in ("eps", "x0")})
+                    bar.set_postfix(
+                        loss=f"{hist[lo : self.step - start].mean().item():.4f}",
+                        **{k: f"{v.item():.3g}" for k, v in parts.items() if k not in ("eps", "x0")},
+                    )
                 if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
-                    self.losses = torch.cat([self.losses, hist[:self.step - start].cpu()])
-                    hist, start = hist[self.step - start:], self.step
+                    self.losses = torch.cat([self.losses, hist[: self.step - start].cpu()])
+                    hist, start = hist[self.step - start :], self.step
                     self.save_checkpoint()
         self.losses = torch.cat([self.losses, hist.cpu()])
         if self.checkpoint_path is not None:
@@ -488,26 +579,50 @@ class Trainer:
         return self.ema.copy_to(copy.deepcopy(self.model)).eval()
 
     def result(self) -> DiffusionModel:
-        return DiffusionModel(model=self.sampling_model(), schedule=self.schedule, normaliser=self.normaliser,
-                              layout=self.layout, train_config=self.config.to_dict(),
-                              meta={"steps": self.step})
+        return DiffusionModel(
+            model=self.sampling_model(),
+            schedule=self.schedule,
+            normaliser=self.normaliser,
+            layout=self.layout,
+            train_config=self.config.to_dict(),
+            meta={"steps": self.step},
+        )
 
     def train_state(self) -> dict:
-        return {"step": self.step, "optimizer": self.optimizer.state_dict(),
-                "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
-                "losses": self.losses.clone()}
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "losses": self.losses.clone(),
+        }
 
     def save_checkpoint(self, path: "str | os.PathLike | None" = None) -> Path:
         path = Path(path) if path is not None else self.checkpoint_path
         if path is None:
             raise ValueError("no checkpoint path: pass one here or to the Trainer")
-        return save_checkpoint(path, self.model, self.schedule, self.normaliser, self.layout,
-                               train_config=self.config.to_dict(), train_state=self.train_state(), ema=self.ema)
+        return save_checkpoint(
+            path,
+            self.model,
+            self.schedule,
+            self.normaliser,
+            self.layout,
+            train_config=self.config.to_dict(),
+            train_state=self.train_state(),
+            ema=self.ema,
+        )
 
     @classmethod
-    def resume(cls, path: "str | os.PathLike", data, *, layout: Layout | None = None, cond=None,
-               extra_loss: ExtraLoss | None = None, config: TrainConfig | None = None,
-               checkpoint: "str | os.PathLike | None" = None) -> "Trainer":
+    def resume(
+        cls,
+        path: "str | os.PathLike",
+        data,
+        *,
+        layout: Layout | None = None,
+        cond=None,
+        extra_loss: ExtraLoss | None = None,
+        config: TrainConfig | None = None,
+        checkpoint: "str | os.PathLike | None" = None,
+    ) -> "Trainer":
         """Continue training from a checkpoint written by :meth:`save_checkpoint`.
 
         ``layout`` (if given) must match the checkpoint's. ``config`` may change ``steps``,
@@ -515,21 +630,38 @@ class Trainer:
         """
         ck = load_checkpoint(path, expect=layout)
         if ck.get("train_state") is None:
-            raise DatasetError(f"checkpoint {Path(path).name} holds a model without its optimiser state "
-                               f"(saved by DiffusionModel.save); it can be sampled from but not resumed")
+            raise DatasetError(
+                f"checkpoint {Path(path).name} holds a model without its optimiser state "
+                f"(saved by DiffusionModel.save); it can be sampled from but not resumed"
+            )
         saved = TrainConfig.from_dict(ck["train_config"])
         if config is not None:
-            changed = [f.name for f in fields(TrainConfig) if f.name not in ("steps", "checkpoint_every", "device")
-                       and getattr(config, f.name) != getattr(saved, f.name)]
+            changed = [
+                f.name
+                for f in fields(TrainConfig)
+                if f.name not in ("steps", "checkpoint_every", "device")
+                and getattr(config, f.name) != getattr(saved, f.name)
+            ]
             if changed:
-                raise ValueError(f"resuming cannot change {', '.join(changed)} (the checkpoint was trained with "
-                                 + ", ".join(f"{k}={getattr(saved, k)!r}" for k in changed) + ")")
+                raise ValueError(
+                    f"resuming cannot change {', '.join(changed)} (the checkpoint was trained with "
+                    + ", ".join(f"{k}={getattr(saved, k)!r}" for k in changed)
+                    + ")"
+                )
             saved = config
         model = build_denoiser(ck["model"]["config"])
         model.load_state_dict(ck["model"]["state_dict"])
-        tr = cls(model, Schedule.from_state_dict(ck["schedule"]), data, saved,
-                 normaliser=Normaliser.from_state_dict(ck["normaliser"]), layout=Layout.from_dict(ck["layout"]),
-                 cond=cond, extra_loss=extra_loss, checkpoint=checkpoint if checkpoint is not None else path)
+        tr = cls(
+            model,
+            Schedule.from_state_dict(ck["schedule"]),
+            data,
+            saved,
+            normaliser=Normaliser.from_state_dict(ck["normaliser"]),
+            layout=Layout.from_dict(ck["layout"]),
+            cond=cond,
+            extra_loss=extra_loss,
+            checkpoint=checkpoint if checkpoint is not None else path,
+        )
         st = ck["train_state"]
         tr.optimizer.load_state_dict(st["optimizer"])
         if tr.lr_scheduler is not None and st.get("lr_scheduler") is not None:
@@ -540,7 +672,8 @@ class Trainer:
         return tr
 
 
-def train(model: Denoiser, schedule: Schedule, data, config: TrainConfig = TrainConfig(), *,
-          progress: bool = True, **kwargs) -> DiffusionModel:
+def train(
+    model: Denoiser, schedule: Schedule, data, config: TrainConfig = TrainConfig(), *, progress: bool = True, **kwargs
+) -> DiffusionModel:
     """Train and return the :class:`DiffusionModel` (a one-call form of :class:`Trainer`)."""
     return Trainer(model, schedule, data, config, **kwargs).train(progress=progress).result()

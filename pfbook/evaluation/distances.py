@@ -14,6 +14,7 @@ tolerance -- and is left out of W1/σ (NaN per feature) and out of the data :fun
 distance and MMD. Its errors belong to other columns (limits, mismatch); divided by a rounding-sized σ they would
 swamp the mean. Features that vary a little (a voltage that sometimes sits at its limit) stay in.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -43,8 +44,11 @@ def mmd_rbf(x, y, bandwidths: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 5.0), max_n
 
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     n, m = len(x), len(y)
-    return float((kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-                 + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1)) - 2 * kxy.mean())
+    return float(
+        (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+        + (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+        - 2 * kxy.mean()
+    )
 
 
 def sliced_wasserstein(x, y, n_projections: int = 256, seed: int = 0) -> float:
@@ -91,8 +95,9 @@ def w1_over_sigma(x, reference, min_std: float = CONSTANT_STD) -> np.ndarray:
     if x.ndim != 2 or ref.ndim != 2 or x.shape[1] != ref.shape[1]:
         raise ValueError(f"samples of shape {x.shape} do not match the reference's shape {ref.shape}")
     keep, std = varying_features(ref, min_std), ref.std(0)
-    return np.array([wasserstein_distance(x[:, j], ref[:, j]) / std[j] if keep[j] else np.nan
-                     for j in range(ref.shape[1])])
+    return np.array(
+        [wasserstein_distance(x[:, j], ref[:, j]) / std[j] if keep[j] else np.nan for j in range(ref.shape[1])]
+    )
 
 
 def mean_w1_over_sigma(x, reference, min_std: float = CONSTANT_STD) -> float:

@@ -1,4 +1,5 @@
 """Figures shared by the chapters (seaborn on matplotlib). Each returns the matplotlib figure."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,23 +9,36 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-LABELS = {"p": "net active injection p (p.u.)", "q": "net reactive injection q (p.u.)",
-          "v": "voltage magnitude v (p.u.)", "theta": "voltage angle θ (rad)",
-          "pg": "active generation (p.u.)", "qg": "reactive generation (p.u.)",
-          "pd": "active demand (p.u.)", "qd": "reactive demand (p.u.)"}
+LABELS = {
+    "p": "net active injection p (p.u.)",
+    "q": "net reactive injection q (p.u.)",
+    "v": "voltage magnitude v (p.u.)",
+    "theta": "voltage angle θ (rad)",
+    "pg": "active generation (p.u.)",
+    "qg": "reactive generation (p.u.)",
+    "pd": "active demand (p.u.)",
+    "qd": "reactive demand (p.u.)",
+}
 
 
 def pick_buses(values: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` columns that vary most (ties broken by order): the buses worth looking at."""
     spread = values.std(0)
-    varies = np.flatnonzero(spread > 1e-7 * (1 + np.abs(values).mean(0)))   # skip buses pinned at a limit
+    varies = np.flatnonzero(spread > 1e-7 * (1 + np.abs(values).mean(0)))  # skip buses pinned at a limit
     order = varies[np.argsort(-spread[varies], kind="stable")]
     return np.sort(order[: min(k, len(order))]) if len(order) else np.arange(min(k, values.shape[1]))
 
 
-def bus_marginals(arrays: dict[str, np.ndarray], bus_ids: Sequence[int], feature: str = "p",
-                  buses: Sequence[int] | None = None, max_buses: int = 8, hue: str | None = None,
-                  bins: int = 30, height: float = 1.9):
+def bus_marginals(
+    arrays: dict[str, np.ndarray],
+    bus_ids: Sequence[int],
+    feature: str = "p",
+    buses: Sequence[int] | None = None,
+    max_buses: int = 8,
+    hue: str | None = None,
+    bins: int = 30,
+    height: float = 1.9,
+):
     """Histograms of one per-bus feature, one panel per bus.
 
     ``arrays`` maps a label (e.g. "real", "synthetic") to an ``(n, n_bus)`` array; several labels overlay.
@@ -32,20 +46,41 @@ def bus_marginals(arrays: dict[str, np.ndarray], bus_ids: Sequence[int], feature
     """
     first = next(iter(arrays.values()))
     cols = np.asarray(buses) if buses is not None else pick_buses(first, max_buses)
-    frames = [pd.DataFrame({"bus": np.repeat([f"bus {bus_ids[c]}" for c in cols], len(a)),
-                            "value": a[:, cols].T.ravel(), "data": label})
-              for label, a in arrays.items()]
+    frames = [
+        pd.DataFrame(
+            {
+                "bus": np.repeat([f"bus {bus_ids[c]}" for c in cols], len(a)),
+                "value": a[:, cols].T.ravel(),
+                "data": label,
+            }
+        )
+        for label, a in arrays.items()
+    ]
     df = pd.concat(frames, ignore_index=True)
-    g = sns.displot(df, x="value", col="bus", hue="data" if len(arrays) > 1 else hue, kind="hist",
-                    bins=bins, stat="density", common_norm=False, common_bins=False, element="step", col_wrap=min(4, len(cols)),
-                    height=height, aspect=1.2, facet_kws=dict(sharex=False, sharey=False))
+    g = sns.displot(
+        df,
+        x="value",
+        col="bus",
+        hue="data" if len(arrays) > 1 else hue,
+        kind="hist",
+        bins=bins,
+        stat="density",
+        common_norm=False,
+        common_bins=False,
+        element="step",
+        col_wrap=min(4, len(cols)),
+        height=height,
+        aspect=1.2,
+        facet_kws=dict(sharex=False, sharey=False),
+    )
     g.set_titles("{col_name}")
     g.set_xlabels(LABELS.get(feature, feature))
     return g.figure
 
 
-def voltage_profile(v: np.ndarray, bus_ids: Sequence[int], vmin: np.ndarray, vmax: np.ndarray,
-                    ax: plt.Axes | None = None):
+def voltage_profile(
+    v: np.ndarray, bus_ids: Sequence[int], vmin: np.ndarray, vmax: np.ndarray, ax: plt.Axes | None = None
+):
     """Box plot of voltage magnitude per bus, with the voltage limits."""
     if ax is None:
         _, ax = plt.subplots(figsize=(min(14, 2 + 0.18 * len(bus_ids)), 3.2))
@@ -61,8 +96,9 @@ def voltage_profile(v: np.ndarray, bus_ids: Sequence[int], vmin: np.ndarray, vma
     return ax.figure
 
 
-def log_histogram(values: dict[str, np.ndarray], xlabel: str, ax: plt.Axes | None = None, bins: int = 40,
-                  floor: float = 1e-16):
+def log_histogram(
+    values: dict[str, np.ndarray], xlabel: str, ax: plt.Axes | None = None, bins: int = 40, floor: float = 1e-16
+):
     """Histograms of positive quantities on a log10 axis (e.g. residuals), one per label."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.2))

@@ -26,6 +26,7 @@ angle through its Hilbert transform; 180 degrees mirrors it), ``amplitude`` (sca
 data loss ``rm`` (random missing, the number missing at each time step gamma distributed) and
 ``nm`` (whole channels missing over a span). Losses write ``fill`` (default NaN) into the mask.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,9 @@ def _check_x(x: np.ndarray) -> np.ndarray:
 def _check_ratio(ratio: float) -> float:
     ratio = float(ratio)
     if not (0.0 < ratio <= 1.0) or math.isnan(ratio):
-        raise ValueError(f"modified ratio must lie in (0, 1] (fraction of entries touched; the paper uses "
-                         f"0.01-0.5); got {ratio}")
+        raise ValueError(
+            f"modified ratio must lie in (0, 1] (fraction of entries touched; the paper uses 0.01-0.5); got {ratio}"
+        )
     return ratio
 
 
@@ -119,8 +121,9 @@ def channel_scale(x: np.ndarray) -> np.ndarray:
 ANGLE_KINDS = ("theta", "gamma", "delta")
 
 
-def paper_magnitudes(channels: Sequence[Any], value: tuple[float, float] = (0.01, 0.10),
-                     angle: tuple[float, float] = (0.10, 1.00)) -> np.ndarray:
+def paper_magnitudes(
+    channels: Sequence[Any], value: tuple[float, float] = (0.01, 0.10), angle: tuple[float, float] = (0.10, 1.00)
+) -> np.ndarray:
     """Per-channel magnitude ranges ``(M, 2)`` as in the paper: 1-10 % for magnitudes, 10-100 % for
     phase angles. ``channels`` are channel dicts with a ``"kind"`` (as in a dataset's metadata) or kinds;
     ``theta``, ``gamma`` and ``delta`` are angles."""
@@ -135,8 +138,9 @@ def _magnitudes(magnitude, M: int) -> np.ndarray:
         _check_range("magnitude", arr)
         return np.broadcast_to(arr, (M, 2))
     if arr.shape != (M, 2):
-        raise ValueError(f"magnitude must be a pair (low, high) or one pair per channel ({M}, 2); got "
-                         f"shape {arr.shape}")
+        raise ValueError(
+            f"magnitude must be a pair (low, high) or one pair per channel ({M}, 2); got shape {arr.shape}"
+        )
     if not np.all((arr[:, 0] > 0) & (arr[:, 0] <= arr[:, 1])):
         raise ValueError("every per-channel magnitude must satisfy 0 < low <= high")
     return arr
@@ -152,8 +156,14 @@ def _mag_param(magnitude):
 
 
 def _attack(kind, x, ratio, rng, channels, span, extra):
-    return dict(kind=kind, ratio=float(ratio) if ratio is not None else None, shape=list(x.shape),
-                channels=[int(c) for c in channels], span=list(span), **extra)
+    return dict(
+        kind=kind,
+        ratio=float(ratio) if ratio is not None else None,
+        shape=list(x.shape),
+        channels=[int(c) for c in channels],
+        span=list(span),
+        **extra,
+    )
 
 
 def fdia_step(x, ratio=0.1, magnitude=(0.01, 0.10), rng=None, channels=None, span=None) -> Corrupted:
@@ -164,9 +174,10 @@ def fdia_step(x, ratio=0.1, magnitude=(0.01, 0.10), rng=None, channels=None, spa
     a = _signed_amplitudes(rng, ch, mags)
     off = a * channel_scale(x)[ch]
     y = x.copy()
-    y[ch, span[0]:span[1]] += off[:, None]
-    return Corrupted(y, mask, _attack("step", x, ratio, rng, ch, span,
-                                      dict(magnitude=_mag_param(magnitude), amplitude=a.tolist())))
+    y[ch, span[0] : span[1]] += off[:, None]
+    return Corrupted(
+        y, mask, _attack("step", x, ratio, rng, ch, span, dict(magnitude=_mag_param(magnitude), amplitude=a.tolist()))
+    )
 
 
 def fdia_ramp(x, ratio=0.1, magnitude=(0.01, 0.10), rng=None, channels=None, span=None) -> Corrupted:
@@ -178,9 +189,10 @@ def fdia_ramp(x, ratio=0.1, magnitude=(0.01, 0.10), rng=None, channels=None, spa
     L = span[1] - span[0]
     ramp = np.arange(1, L + 1) / L
     y = x.copy()
-    y[ch, span[0]:span[1]] += (a * channel_scale(x)[ch])[:, None] * ramp[None, :]
-    return Corrupted(y, mask, _attack("ramp", x, ratio, rng, ch, span,
-                                      dict(magnitude=_mag_param(magnitude), amplitude=a.tolist())))
+    y[ch, span[0] : span[1]] += (a * channel_scale(x)[ch])[:, None] * ramp[None, :]
+    return Corrupted(
+        y, mask, _attack("ramp", x, ratio, rng, ch, span, dict(magnitude=_mag_param(magnitude), amplitude=a.tolist()))
+    )
 
 
 def fdia_random(x, ratio=0.1, magnitude=(0.01, 0.10), rng=None, channels=None, span=None) -> Corrupted:
@@ -191,15 +203,17 @@ def fdia_random(x, ratio=0.1, magnitude=(0.01, 0.10), rng=None, channels=None, s
     a = np.abs(_signed_amplitudes(rng, ch, mags))
     L = span[1] - span[0]
     noise = rng.standard_normal((len(ch), L)) * (a * channel_scale(x)[ch])[:, None]
-    noise[noise == 0.0] = np.finfo(float).tiny      # every masked entry really changes
+    noise[noise == 0.0] = np.finfo(float).tiny  # every masked entry really changes
     y = x.copy()
-    y[ch, span[0]:span[1]] += noise
-    return Corrupted(y, mask, _attack("random", x, ratio, rng, ch, span,
-                                      dict(magnitude=_mag_param(magnitude), std=a.tolist())))
+    y[ch, span[0] : span[1]] += noise
+    return Corrupted(
+        y, mask, _attack("random", x, ratio, rng, ch, span, dict(magnitude=_mag_param(magnitude), std=a.tolist()))
+    )
 
 
-def replay(x, ratio=0.1, rng=None, channels=None, span=None, source: np.ndarray | None = None,
-           lag: int | None = None) -> Corrupted:
+def replay(
+    x, ratio=0.1, rng=None, channels=None, span=None, source: np.ndarray | None = None, lag: int | None = None
+) -> Corrupted:
     """Replay attack: the region's values replaced by values recorded earlier on the same channels.
 
     ``source`` (same shape as ``x``, e.g. the previous day's window) is what was recorded; without it
@@ -231,8 +245,9 @@ def replay(x, ratio=0.1, rng=None, channels=None, span=None, source: np.ndarray 
     return Corrupted(y, mask, _attack("replay", x, ratio, rng, ch, span, extra))
 
 
-def phase_shift(x, ratio=0.1, degrees: float | tuple[float, float] = 180.0, rng=None, channels=None,
-                span=None) -> Corrupted:
+def phase_shift(
+    x, ratio=0.1, degrees: float | tuple[float, float] = 180.0, rng=None, channels=None, span=None
+) -> Corrupted:
     """Phase-shift attack: rotate each channel's oscillation about its span mean by ``phi``.
 
     With ``d = x - mean`` over the span and ``H`` the Hilbert transform,
@@ -247,12 +262,12 @@ def phase_shift(x, ratio=0.1, degrees: float | tuple[float, float] = 180.0, rng=
         lo, hi = _check_range("degrees", degrees, positive=False)
         phi_deg = rng.uniform(lo, hi, size=len(ch))
     phi = np.deg2rad(phi_deg)
-    seg = x[ch, span[0]:span[1]]
+    seg = x[ch, span[0] : span[1]]
     mean = seg.mean(axis=1, keepdims=True)
     d = seg - mean
     h = np.imag(hilbert(d, axis=1)) if d.shape[1] > 1 else np.zeros_like(d)
     y = x.copy()
-    y[ch, span[0]:span[1]] = mean + np.cos(phi)[:, None] * d - np.sin(phi)[:, None] * h
+    y[ch, span[0] : span[1]] = mean + np.cos(phi)[:, None] * d - np.sin(phi)[:, None] * h
     return Corrupted(y, mask, _attack("phase_shift", x, ratio, rng, ch, span, dict(degrees=phi_deg.tolist())))
 
 
@@ -263,9 +278,12 @@ def amplitude_scaling(x, ratio=0.1, magnitude=(0.1, 0.5), rng=None, channels=Non
     ch, span, mask = _region(x, ratio, rng, channels, span)
     a = _signed_amplitudes(rng, ch, mags)
     y = x.copy()
-    y[ch, span[0]:span[1]] *= (1.0 + a)[:, None]
-    return Corrupted(y, mask, _attack("amplitude", x, ratio, rng, ch, span,
-                                      dict(magnitude=_mag_param(magnitude), factor=(1.0 + a).tolist())))
+    y[ch, span[0] : span[1]] *= (1.0 + a)[:, None]
+    return Corrupted(
+        y,
+        mask,
+        _attack("amplitude", x, ratio, rng, ch, span, dict(magnitude=_mag_param(magnitude), factor=(1.0 + a).tolist())),
+    )
 
 
 def random_missing(x, ratio=0.1, shape: float = 2.0, rng=None, fill: float = np.nan) -> Corrupted:
@@ -284,7 +302,7 @@ def random_missing(x, ratio=0.1, shape: float = 2.0, rng=None, fill: float = np.
     w = rng.gamma(shape, 1.0, size=T)
     n = np.zeros(T, dtype=int)
     left = total
-    while left > 0:                                  # allocate by largest remainder under the cap M
+    while left > 0:  # allocate by largest remainder under the cap M
         free = n < M
         share = w * free
         share = share / share.sum() * left
@@ -306,8 +324,18 @@ def random_missing(x, ratio=0.1, shape: float = 2.0, rng=None, fill: float = np.
             mask[rng.choice(M, size=n[t], replace=False), t] = True
     y = x.copy()
     y[mask] = fill
-    return Corrupted(y, mask, dict(kind="rm", ratio=ratio, shape=list(x.shape), gamma_shape=float(shape),
-                                   missing_per_step=n.tolist(), fill=_fill(fill)))
+    return Corrupted(
+        y,
+        mask,
+        dict(
+            kind="rm",
+            ratio=ratio,
+            shape=list(x.shape),
+            gamma_shape=float(shape),
+            missing_per_step=n.tolist(),
+            fill=_fill(fill),
+        ),
+    )
 
 
 def non_random_missing(x, ratio=0.1, rng=None, channels=None, span=None, fill: float = np.nan) -> Corrupted:
@@ -321,7 +349,7 @@ def non_random_missing(x, ratio=0.1, rng=None, channels=None, span=None, fill: f
 
 
 def _fill(v: float):
-    return None if np.isnan(v) else float(v)    # JSON has no NaN: None means NaN
+    return None if np.isnan(v) else float(v)  # JSON has no NaN: None means NaN
 
 
 CORRUPTIONS: dict[str, Callable[..., Corrupted]] = {
@@ -347,8 +375,9 @@ def corrupt(kind: str, x: np.ndarray, ratio: float = 0.1, rng=None, **kwargs) ->
     return fn(x, ratio=ratio, rng=rng, **kwargs)
 
 
-def corrupt_batch(y: np.ndarray, kind: str, ratio: float | Sequence[float] = 0.1, seed: int = 0,
-                  **kwargs) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+def corrupt_batch(
+    y: np.ndarray, kind: str, ratio: float | Sequence[float] = 0.1, seed: int = 0, **kwargs
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Corrupt every window of ``y`` ``(N, M, T)`` independently (window ``i`` draws from
     ``default_rng([seed, i])``, so any window can be regenerated alone). ``ratio`` is one modified
     ratio or one per window. Returns the corrupted windows, the masks and each window's parameters."""

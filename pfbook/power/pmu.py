@@ -27,6 +27,7 @@ bus that is not a generator terminal, reactance ``xf`` in 0.005-0.05 p.u., clear
 Events that make the simulation fail (islanding, instability, divergence) are kept in the file with
 ``success = False`` and NaN data, never silently dropped.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,10 @@ def case_file(case: str) -> str:
     try:
         import andes
     except ImportError:
-        raise CaseError("PMU data need the 'andes' package, which is not installed; install pfbook's "
-                        "dependencies (pip install -e .)") from None
+        raise CaseError(
+            "PMU data need the 'andes' package, which is not installed; install pfbook's "
+            "dependencies (pip install -e .)"
+        ) from None
     path = andes.get_case(PMU_CASES[case]["file"], check=False)
     if not path or not os.path.isfile(path):
         raise CaseError(f"ANDES {andes.__version__} does not ship {PMU_CASES[case]['file']} (looked at {path})")
@@ -71,10 +74,10 @@ def case_file(case: str) -> str:
 @dataclass(frozen=True)
 class Event:
     kind: str
-    element: str              # ANDES idx of the bus / line / generator / load
+    element: str  # ANDES idx of the bus / line / generator / load
     t_start: float = 1.0
-    duration: float | None = None   # fault clearing or line reclosing time after t_start; None: permanent
-    xf: float | None = None   # fault reactance (p.u.)
+    duration: float | None = None  # fault clearing or line reclosing time after t_start; None: permanent
+    xf: float | None = None  # fault reactance (p.u.)
 
     def __post_init__(self):
         if self.kind not in EVENT_KINDS:
@@ -86,7 +89,7 @@ def _load(case: str, setup: bool = False):
 
     andes.config_logger(stream_level=40)
     ss = andes.load(case_file(case), setup=False, no_output=True, default_config=True)
-    for i in range(ss.Toggle.n):          # the case's own scripted events are switched off
+    for i in range(ss.Toggle.n):  # the case's own scripted events are switched off
         ss.Toggle.u.v[i] = 0
     if setup:
         ss.setup()
@@ -97,7 +100,7 @@ def make_events(case: str, n: int, seed: int = 0, kinds: Sequence[str] = EVENT_K
     """``n`` events cycling through ``kinds``; each drawn from ``default_rng([seed, i])``."""
     ss = ss if ss is not None else _load(case)
     terminals = {str(b) for m in ("GENROU", "GENCLS") if getattr(ss, m, None) is not None for b in getattr(ss, m).bus.v}
-    buses = [b for b in ss.Bus.idx.v if str(b) not in terminals]     # faults away from generator terminals
+    buses = [b for b in ss.Bus.idx.v if str(b) not in terminals]  # faults away from generator terminals
     lines = list(ss.Line.idx.v)
     gens = list(ss.GENROU.idx.v)
     loads = list(ss.PQ.idx.v)
@@ -106,11 +109,18 @@ def make_events(case: str, n: int, seed: int = 0, kinds: Sequence[str] = EVENT_K
         rng = np.random.default_rng([seed, i])
         kind = kinds[i % len(kinds)]
         if kind == "fault":
-            ev = Event(kind, str(buses[rng.integers(len(buses))]), duration=float(rng.uniform(0.05, 0.1)),
-                       xf=float(rng.uniform(0.005, 0.05)))
+            ev = Event(
+                kind,
+                str(buses[rng.integers(len(buses))]),
+                duration=float(rng.uniform(0.05, 0.1)),
+                xf=float(rng.uniform(0.005, 0.05)),
+            )
         elif kind == "line_trip":
-            ev = Event(kind, str(lines[rng.integers(len(lines))]),
-                       duration=float(rng.uniform(0.05, 0.1)) if rng.random() < 0.5 else None)
+            ev = Event(
+                kind,
+                str(lines[rng.integers(len(lines))]),
+                duration=float(rng.uniform(0.05, 0.1)) if rng.random() < 0.5 else None,
+            )
         elif kind == "gen_trip":
             ev = Event(kind, str(gens[rng.integers(len(gens))]))
         else:
@@ -142,7 +152,7 @@ def pmu_layout(ss, case: str) -> dict[str, Any]:
             deg[a] = deg.get(a, 0) + 1
             deg[b] = deg.get(b, 0) + 1
         rest = sorted((b for b in ss.Bus.idx.v if b not in buses), key=lambda b: (-deg.get(b, 0), str(b)))
-        buses += rest[:n_pmu - len(buses)]
+        buses += rest[: n_pmu - len(buses)]
     ch = []
     for m, g, b in gens:
         ch += [dict(kind=k, gen=str(g), model=m, bus=str(b)) for k in ("P_G", "Q_G", "I", "gamma")]
@@ -150,8 +160,11 @@ def pmu_layout(ss, case: str) -> dict[str, Any]:
     for m, g, b in gens:
         states = ("delta", "e1d", "e1q") if m == "GENROU" else ("delta",)
         ch += [dict(kind=k, gen=str(g), model=m, bus=str(b)) for k in states]
-    return dict(buses=[str(b) for b in buses], generators=[dict(model=m, gen=str(g), bus=str(b)) for m, g, b in gens],
-                channels=ch)
+    return dict(
+        buses=[str(b) for b in buses],
+        generators=[dict(model=m, gen=str(g), bus=str(b)) for m, g, b in gens],
+        channels=ch,
+    )
 
 
 def simulate(case: str, event: Event, t_end: float = 10.0, fs: float = 30.0) -> dict[str, Any]:
@@ -237,8 +250,18 @@ class PMUDataset(StoredDataset):
 
     what = "PMU dataset"
     sidecar_values = {"format": FORMAT, "kind": "pmu"}
-    sidecar_types = {**StoredDataset.sidecar_types, "case": str, "spec_key": str, "fs": float, "t_end": float,
-                     "events": list, "channels": list, "n_failed": int, "buses": list, "generators": list}
+    sidecar_types = {
+        **StoredDataset.sidecar_types,
+        "case": str,
+        "spec_key": str,
+        "fs": float,
+        "t_end": float,
+        "events": list,
+        "channels": list,
+        "n_failed": int,
+        "buses": list,
+        "generators": list,
+    }
 
     @classmethod
     def layout(cls, meta: dict) -> dict[str, tuple]:
@@ -256,27 +279,36 @@ class PMUDataset(StoredDataset):
             key = None
         if not isinstance(key, dict):
             return ["its 'spec_key' is not the JSON of the settings"]
-        for k, v in (("case", meta["case"]), ("n_events", len(meta["events"])), ("t_end", meta["t_end"]),
-                     ("fs", meta["fs"])):
+        for k, v in (
+            ("case", meta["case"]),
+            ("n_events", len(meta["events"])),
+            ("t_end", meta["t_end"]),
+            ("fs", meta["fs"]),
+        ):
             if k in key and key[k] != v:
                 problems.append(f"it describes {k} {v!r} but its settings ('spec_key') say {key[k]!r}")
         if "success" in arrays and arrays["success"].ndim == 1 and meta["n_failed"] != int((~arrays["success"]).sum()):
-            problems.append(f"its 'n_failed' is {meta['n_failed']}, the file holds "
-                            f"{int((~arrays['success']).sum())} failed events")
+            problems.append(
+                f"its 'n_failed' is {meta['n_failed']}, the file holds {int((~arrays['success']).sum())} failed events"
+            )
         return problems
 
     @classmethod
     def describe(cls, meta: dict) -> str:
         E = len(meta["events"])
-        return (f"{meta['case']}: {E} event{'s' if E != 1 else ''}, {len(meta['channels'])} channels, "
-                f"{meta['t_end']:g} s at {meta['fs']:g} Hz")
+        return (
+            f"{meta['case']}: {E} event{'s' if E != 1 else ''}, {len(meta['channels'])} channels, "
+            f"{meta['t_end']:g} s at {meta['fs']:g} Hz"
+        )
 
     def __len__(self) -> int:
         return int(self.arrays["data"].shape[0])
 
     def __repr__(self) -> str:
-        return (f"PMUDataset({self.meta['case']}, {len(self)} events, M={self.arrays['data'].shape[1]}, "
-                f"{self.meta['fs']:g} Hz, path={str(self.path)!r})")
+        return (
+            f"PMUDataset({self.meta['case']}, {len(self)} events, M={self.arrays['data'].shape[1]}, "
+            f"{self.meta['fs']:g} Hz, path={str(self.path)!r})"
+        )
 
     @property
     def channels(self) -> list[dict]:
@@ -287,9 +319,20 @@ class PMUDataset(StoredDataset):
         return cls.read(path, expect_key)
 
 
-def pmu_dataset(case: str, n_events: int, *, t_end: float = 10.0, fs: float = 30.0, seed: int = 0,
-                kinds: Sequence[str] = EVENT_KINDS, out_dir: str | os.PathLike = "data", workers: int | None = None,
-                scheduler: Any = None, progress: bool = True, overwrite: bool = False) -> PMUDataset:
+def pmu_dataset(
+    case: str,
+    n_events: int,
+    *,
+    t_end: float = 10.0,
+    fs: float = 30.0,
+    seed: int = 0,
+    kinds: Sequence[str] = EVENT_KINDS,
+    out_dir: str | os.PathLike = "data",
+    workers: int | None = None,
+    scheduler: Any = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> PMUDataset:
     """Simulate ``n_events`` events of ``case`` (or load them from cache) in parallel processes or on
     a Dask ``scheduler`` (address or ``distributed.Client``), with a progress bar; results are written
     atomically as ``pmu-<case>-....npz`` + ``.json`` (with the NPZ's SHA-256) and reused when the
@@ -308,8 +351,9 @@ def pmu_dataset(case: str, n_events: int, *, t_end: float = 10.0, fs: float = 30
     for k in kinds:
         if k not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {k!r}; choose from {', '.join(EVENT_KINDS)}")
-    key = json.dumps(dict(case=case, n_events=n_events, t_end=t_end, fs=fs, seed=seed, kinds=kinds, format=FORMAT),
-                     sort_keys=True)
+    key = json.dumps(
+        dict(case=case, n_events=n_events, t_end=t_end, fs=fs, seed=seed, kinds=kinds, format=FORMAT), sort_keys=True
+    )
     out_dir = Path(out_dir)
     check_writable(out_dir)
     path = out_dir / f"pmu-{case}-{n_events}ev-{hashlib.sha256(key.encode()).hexdigest()[:10]}.npz"
@@ -329,7 +373,7 @@ def pmu_dataset(case: str, n_events: int, *, t_end: float = 10.0, fs: float = 30
     workers = available_cpus() if workers is None else max(1, int(workers))
     t0 = time.perf_counter()
     with tqdm(total=n_events, desc=f"ANDES {case}", unit="event", disable=not progress) as bar:
-        for i in range(n_events):                # events simulated before an interruption are kept
+        for i in range(n_events):  # events simulated before an interruption are kept
             done = _read_part(Path(part[i]), shape)
             if done is not None:
                 results[i] = done
@@ -382,10 +426,24 @@ def pmu_dataset(case: str, n_events: int, *, t_end: float = 10.0, fs: float = 30
     atomic_write_npz(path, arrays)
     import andes
 
-    meta = dict(format=FORMAT, kind="pmu", case=case, case_file=PMU_CASES[case]["file"], paper=PMU_CASES[case]["paper"],
-                andes_version=andes.__version__, spec_key=key, fs=fs, t_end=t_end, seed=seed,
-                events=[asdict(e) for e in events], n_failed=int((~success).sum()), seconds=seconds,
-                units="per unit on the system base; angles in rad", **layout, sha256=sha256_file(path))
+    meta = dict(
+        format=FORMAT,
+        kind="pmu",
+        case=case,
+        case_file=PMU_CASES[case]["file"],
+        paper=PMU_CASES[case]["paper"],
+        andes_version=andes.__version__,
+        spec_key=key,
+        fs=fs,
+        t_end=t_end,
+        seed=seed,
+        events=[asdict(e) for e in events],
+        n_failed=int((~success).sum()),
+        seconds=seconds,
+        units="per unit on the system base; angles in rad",
+        **layout,
+        sha256=sha256_file(path),
+    )
     atomic_write_json(path.with_suffix(".json"), meta)
     import shutil
 

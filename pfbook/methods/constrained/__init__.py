@@ -2,6 +2,7 @@
 
 The package's public names are gathered here; each lives in the module of its concern.
 """
+
 from pfbook.methods.constrained.config import (  # noqa: F401
     ConstrainedConfig,
 )
@@ -10,19 +11,19 @@ from pfbook.methods.constrained.figures import (  # noqa: F401
     plot_violation_per_bus,
 )
 from pfbook.methods.constrained.method import (  # noqa: F401
-    train_model,
-    lambda_schedule,
     curvature,
     guidance,
+    lambda_schedule,
     make_guidance,
     sweep,
+    train_model,
 )
 from pfbook.methods.constrained.metrics import (  # noqa: F401
-    within_limits,
-    feature_w1,
-    w1_standard_error,
     bus_mismatch,
     evaluate,
+    feature_w1,
+    w1_standard_error,
+    within_limits,
 )
 from pfbook.methods.constrained.projection import (  # noqa: F401
     newton_projection,
@@ -30,15 +31,15 @@ from pfbook.methods.constrained.projection import (  # noqa: F401
 from pfbook.methods.constrained.records import (  # noqa: F401
     FEATURES,
     RecordData,
-    load_data,
-    split_features,
-    mismatch,
-    max_mismatch,
     imbalance_residual,
+    load_data,
+    max_mismatch,
+    mismatch,
     mismatch_constraint,
+    split_features,
 )
 from pfbook.methods.constrained.summaries import (  # noqa: F401
     SUMMARY_NAME,
-    save_summary,
     load_summaries,
+    save_summary,
 )

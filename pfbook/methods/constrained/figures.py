@@ -1,13 +1,13 @@
 """Figures of the constrained-diffusion chapter: joint marginals and the violation per bus."""
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from pfbook.power.grids import Grid
 from pfbook.methods.constrained.records import mismatch
-
+from pfbook.power.grids import Grid
 
 
 # ---------------------------------------------------------------------------------------- figures (Figs. 5 and 6)
@@ -23,7 +23,7 @@ def plot_joint(arrays: Mapping[str, np.ndarray], grid: Grid, buses: Sequence[int
             pq = x[:max_points, [b, n + b]].T
             try:
                 dens = gaussian_kde(pq)(pq)
-            except (np.linalg.LinAlgError, ValueError):     # a point mass (a bus at a limit) has no density
+            except (np.linalg.LinAlgError, ValueError):  # a point mass (a bus at a limit) has no density
                 dens = np.ones(pq.shape[1])
             ax = axes[i][j]
             ax.scatter(pq[0], pq[1], c=dens, s=3, cmap="viridis")
@@ -33,7 +33,7 @@ def plot_joint(arrays: Mapping[str, np.ndarray], grid: Grid, buses: Sequence[int
                 ax.set_xlabel("p (p.u.)", fontsize=8)
             if j == 0:
                 ax.set_ylabel("q (p.u.)", fontsize=8)
-    for j in range(len(buses)):                               # one scale per bus: the real data's
+    for j in range(len(buses)):  # one scale per bus: the real data's
         col = [axes[i][j] for i in range(len(arrays))]
         lims = col[0].get_xlim(), col[0].get_ylim()
         for ax in col[1:]:
@@ -42,8 +42,9 @@ def plot_joint(arrays: Mapping[str, np.ndarray], grid: Grid, buses: Sequence[int
     return fig
 
 
-def plot_violation_per_bus(grid: Grid, arrays: Mapping[str, np.ndarray], buses: Sequence[int], floor: float = 1e-10,
-                           bins: int = 30):
+def plot_violation_per_bus(
+    grid: Grid, arrays: Mapping[str, np.ndarray], buses: Sequence[int], floor: float = 1e-10, bins: int = 30
+):
     """Histograms of the active-balance violation |ΔP_b| per bus on a log axis, one panel per bus (Fig. 6)."""
     import matplotlib.pyplot as plt
 

@@ -17,6 +17,7 @@ The method composes the power-system layer (:mod:`pfbook.power.physics`) with th
 The helpers the primer chapter already has (record layout and loading, mismatch of records, R_H and H in physical
 units) come from :mod:`pfbook.methods.constrained.records`, the layer both chapters share.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -26,10 +27,10 @@ import pandas as pd
 import torch
 
 from pfbook.diffusion import DiffusionModel, GradientGuidance, MLPDenoiser, Normaliser, Trainer, make_sampler, ramp
-from pfbook.power.grids import Grid
-from pfbook.methods.constrained.records import imbalance_residual, mismatch_constraint
 from pfbook.methods.constrained.config import ConstrainedConfig
 from pfbook.methods.constrained.metrics import evaluate
+from pfbook.methods.constrained.records import imbalance_residual, mismatch_constraint
+from pfbook.power.grids import Grid
 
 
 # ---------------------------------------------------------------------------------------- model and guidance
@@ -63,13 +64,22 @@ def curvature(grid: Grid, normaliser: Normaliser, records: np.ndarray, n: int = 
     """
     H = mismatch_constraint(grid, normaliser)
     z = normaliser(torch.as_tensor(np.asarray(records[:n]), dtype=torch.float64))
-    Ls = [2 * torch.linalg.matrix_norm(torch.autograd.functional.jacobian(lambda u: H(u[None])[0], zi), ord=2).item()
-          ** 2 for zi in z]
+    Ls = [
+        2 * torch.linalg.matrix_norm(torch.autograd.functional.jacobian(lambda u: H(u[None])[0], zi), ord=2).item() ** 2
+        for zi in z
+    ]
     return float(np.median(Ls))
 
 
-def guidance(grid: Grid, normaliser: Normaliser, scale=1.0, L: float = 1.0, max_step: float | None = 1.0,
-             inner_steps: int = 1, device: str = "cpu") -> GradientGuidance | None:
+def guidance(
+    grid: Grid,
+    normaliser: Normaliser,
+    scale=1.0,
+    L: float = 1.0,
+    max_step: float | None = 1.0,
+    inner_steps: int = 1,
+    device: str = "cpu",
+) -> GradientGuidance | None:
     """Algorithm 3's correction x̂_0' = x̂_0 - λ_t ∇ R_H(x̂_0), R_H = Σ_b ΔP_b² + ΔQ_b² in p.u.² on de-normalised x̂_0.
 
     ``scale`` is c_t (a number or ``(t, T) -> c_t``) and λ_t = c_t / ``L`` (see :func:`curvature`; ``L = 1``
@@ -81,20 +91,36 @@ def guidance(grid: Grid, normaliser: Normaliser, scale=1.0, L: float = 1.0, max_
     if not callable(scale) and float(scale) == 0.0:
         return None
     lam = (lambda t, T: scale(t, T) / L) if callable(scale) else float(scale) / L
-    return GradientGuidance(imbalance_residual(grid, normaliser, device=device), scale=lam, max_step=max_step,
-                            inner_steps=inner_steps)
+    return GradientGuidance(
+        imbalance_residual(grid, normaliser, device=device), scale=lam, max_step=max_step, inner_steps=inner_steps
+    )
 
 
-def make_guidance(cfg: ConstrainedConfig, grid: Grid, normaliser: Normaliser, L: float,
-                  scale: float | None = None) -> GradientGuidance | None:
+def make_guidance(
+    cfg: ConstrainedConfig, grid: Grid, normaliser: Normaliser, L: float, scale: float | None = None
+) -> GradientGuidance | None:
     """:func:`guidance` with the chapter's settings (``scale`` replaces c_max of ``cfg``)."""
-    return guidance(grid, normaliser, lambda_schedule(cfg, scale), L=L, max_step=cfg.guidance_max_step,
-                    inner_steps=cfg.guidance_inner_steps, device=cfg.device)
+    return guidance(
+        grid,
+        normaliser,
+        lambda_schedule(cfg, scale),
+        L=L,
+        max_step=cfg.guidance_max_step,
+        inner_steps=cfg.guidance_inner_steps,
+        device=cfg.device,
+    )
 
 
-def sweep(cfg: ConstrainedConfig, dm: DiffusionModel, grid: Grid, L: float, reference: np.ndarray,
-          scales: Sequence[float] | None = None, samplers: Sequence[str] | None = None,
-          done: Mapping[tuple[str, float], tuple[np.ndarray, float]] | None = None) -> pd.DataFrame:
+def sweep(
+    cfg: ConstrainedConfig,
+    dm: DiffusionModel,
+    grid: Grid,
+    L: float,
+    reference: np.ndarray,
+    scales: Sequence[float] | None = None,
+    samplers: Sequence[str] | None = None,
+    done: Mapping[tuple[str, float], tuple[np.ndarray, float]] | None = None,
+) -> pd.DataFrame:
     """Fidelity, feasibility and time for every (sampler, c) pair: the :func:`evaluate` columns, one row each.
 
     ``done`` holds samples already drawn, keyed by (sampler, c), with their seconds; they are judged, not redrawn.
@@ -105,8 +131,9 @@ def sweep(cfg: ConstrainedConfig, dm: DiffusionModel, grid: Grid, L: float, refe
         smp = make_sampler(sname, cfg.schedule())
         for c in scales if scales is not None else cfg.sweep_scales:
             if (sname, c) not in done:
-                done[(sname, c)] = dm.draw(cfg.n_generate, smp, guidance=make_guidance(cfg, grid, dm.normaliser, L, c),
-                                           seed=cfg.seed)
+                done[(sname, c)] = dm.draw(
+                    cfg.n_generate, smp, guidance=make_guidance(cfg, grid, dm.normaliser, L, c), seed=cfg.seed
+                )
             x, sec = done[(sname, c)]
             row = evaluate(grid, {"x": x}, reference, seconds={"x": sec}, load_range=cfg.load_range)
             rows.append(row.assign(sampler=sname, c=c, **{"network calls": smp.n_steps}))

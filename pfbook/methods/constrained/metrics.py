@@ -1,4 +1,5 @@
 """Scoring generated power-flow records: operating limits, per-feature W1/σ, nodal mismatch."""
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -7,14 +8,14 @@ import numpy as np
 import pandas as pd
 
 from pfbook.evaluation.distances import mean_w1_over_sigma, sliced_wasserstein, standardise, w1_over_sigma
-from pfbook.power.grids import Grid
 from pfbook.methods.constrained.records import mismatch, split_features
-
+from pfbook.power.grids import Grid
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-def within_limits(grid: Grid, x: np.ndarray, load_range: tuple[float, float] = (0.8, 1.0),
-                  tol: float = 1e-4) -> np.ndarray:
+def within_limits(
+    grid: Grid, x: np.ndarray, load_range: tuple[float, float] = (0.8, 1.0), tol: float = 1e-4
+) -> np.ndarray:
     """Per record: voltages within [vmin, vmax] and injections a generator could make, all within ``tol`` p.u.
 
     A sample carries net injections, not generator outputs. At a generator bus the output is p + pd, with pd
@@ -35,8 +36,9 @@ def within_limits(grid: Grid, x: np.ndarray, load_range: tuple[float, float] = (
     return ok
 
 
-def feature_w1(samples: Mapping[str, np.ndarray], reference: np.ndarray,
-               columns: Sequence[str] | None = None) -> pd.DataFrame:
+def feature_w1(
+    samples: Mapping[str, np.ndarray], reference: np.ndarray, columns: Sequence[str] | None = None
+) -> pd.DataFrame:
     """W1/σ of every feature to ``reference``, one column per set of samples (NaN: a constant feature, see
     :func:`pfbook.evaluation.distances.varying_features`)."""
     rows = {name: w1_over_sigma(x, reference) for name, x in samples.items()}
@@ -59,15 +61,27 @@ def bus_mismatch(grid: Grid, samples: Mapping[str, np.ndarray]) -> pd.DataFrame:
     out = {}
     for name, x in samples.items():
         dp, dq = (a.abs().numpy() for a in mismatch(grid, x))
-        out[name] = pd.DataFrame({"mean |ΔP|": dp.mean(0), "p99 |ΔP|": np.quantile(dp, 0.99, axis=0),
-                                  "mean |ΔQ|": dq.mean(0), "p99 |ΔQ|": np.quantile(dq, 0.99, axis=0)},
-                                 index=pd.Index(grid.bus_ids, name="bus"))
+        out[name] = pd.DataFrame(
+            {
+                "mean |ΔP|": dp.mean(0),
+                "p99 |ΔP|": np.quantile(dp, 0.99, axis=0),
+                "mean |ΔQ|": dq.mean(0),
+                "p99 |ΔQ|": np.quantile(dq, 0.99, axis=0),
+            },
+            index=pd.Index(grid.bus_ids, name="bus"),
+        )
     return pd.concat(out, axis=1, names=["samples", "statistic"])
 
 
-def evaluate(grid: Grid, samples: Mapping[str, np.ndarray], reference: np.ndarray, train: np.ndarray | None = None,
-             seconds: Mapping[str, float] | None = None, load_range: tuple[float, float] = (0.8, 1.0),
-             tol: float = 1e-3) -> pd.DataFrame:
+def evaluate(
+    grid: Grid,
+    samples: Mapping[str, np.ndarray],
+    reference: np.ndarray,
+    train: np.ndarray | None = None,
+    seconds: Mapping[str, float] | None = None,
+    load_range: tuple[float, float] = (0.8, 1.0),
+    tol: float = 1e-3,
+) -> pd.DataFrame:
     """The comparison table: one row per set of samples, all judged against the held-out ``reference``.
 
     Columns: mean per-feature W1/σ and sliced Wasserstein (both in units of the reference's std per feature);
@@ -82,11 +96,15 @@ def evaluate(grid: Grid, samples: Mapping[str, np.ndarray], reference: np.ndarra
     for name, x in sets.items():
         dp, dq = (a.abs().numpy() for a in mismatch(grid, x))
         worst = np.maximum(dp.max(1), dq.max(1))
-        rows[name] = {"W1/σ": mean_w1_over_sigma(x, reference),
-                      "sliced W/σ": sliced_wasserstein(*standardise(x, reference)),
-                      "mean |ΔP|": dp.mean(), "p99 |ΔP|": np.quantile(dp, 0.99),
-                      "mean |ΔQ|": dq.mean(), "p99 |ΔQ|": np.quantile(dq, 0.99),
-                      f"share max|ΔS|<{tol:g}": float((worst < tol).mean()),
-                      "share within limits": float(within_limits(grid, x, load_range).mean()),
-                      "seconds": seconds.get(name, np.nan)}
+        rows[name] = {
+            "W1/σ": mean_w1_over_sigma(x, reference),
+            "sliced W/σ": sliced_wasserstein(*standardise(x, reference)),
+            "mean |ΔP|": dp.mean(),
+            "p99 |ΔP|": np.quantile(dp, 0.99),
+            "mean |ΔQ|": dq.mean(),
+            "p99 |ΔQ|": np.quantile(dq, 0.99),
+            f"share max|ΔS|<{tol:g}": float((worst < tol).mean()),
+            "share within limits": float(within_limits(grid, x, load_range).mean()),
+            "seconds": seconds.get(name, np.nan),
+        }
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -1,4 +1,5 @@
 """Published constrained-diffusion summaries (``book/results/<grid>/``) and the table across grids."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,19 +11,25 @@ from pfbook.config import PROFILES, check_profile
 from pfbook.io import summary_table, write_summary
 from pfbook.methods.constrained.config import ConstrainedConfig
 
-
 # ---------------------------------------------------------------------------------------- results across grids
 SUMMARY_NAME = "constrained-summary-{profile}.json"
 
 
-def save_summary(folder: "str | Path", table: pd.DataFrame, cfg: ConstrainedConfig, profile: str,
-                 extra: dict | None = None) -> Path:
+def save_summary(
+    folder: "str | Path", table: pd.DataFrame, cfg: ConstrainedConfig, profile: str, extra: dict | None = None
+) -> Path:
     """Write ``table`` with its configuration to ``folder/constrained-summary-<profile>.json`` (atomically).
 
     One file per profile, so a ``ci`` smoke run never overwrites the results of a ``default`` or ``paper`` run.
     """
-    return write_summary(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), cfg, profile,
-                         {"grid": cfg.grid}, table=table.to_dict(orient="index"), **(extra or {}))
+    return write_summary(
+        Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)),
+        cfg,
+        profile,
+        {"grid": cfg.grid},
+        table=table.to_dict(orient="index"),
+        **(extra or {}),
+    )
 
 
 def load_summaries(*folders: "str | Path", profiles: Sequence[str] | None = None) -> pd.DataFrame:

@@ -1,4 +1,5 @@
 """DiffOPF's data: OPF records x_0 = (p_d, q_d, p_g, q_g) per unit, and the PJM-API-style load variant."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,10 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from pfbook.config import data_dir
-from pfbook.diffusion import (Layout)
-from pfbook.power.grids import Grid
+from pfbook.diffusion import Layout
 from pfbook.methods.diffopf.config import DiffOPFConfig
-from pfbook.power.grids import load_grid
+from pfbook.power.grids import Grid, load_grid
 
 
 @dataclass
@@ -18,8 +18,8 @@ class OPFRecords:
     """Training records x_0 = (p_d, q_d, p_g, q_g) and the held-out test records, with their layout."""
 
     grid: Grid
-    train: np.ndarray                 # (n, 2 n_load + 2 n_gen)
-    test: dict                        # arrays of the test dataset: pd, qd, pg, qg, cost, cost_factors, v, ...
+    train: np.ndarray  # (n, 2 n_load + 2 n_gen)
+    test: dict  # arrays of the test dataset: pd, qd, pg, qg, cost, cost_factors, v, ...
     columns: list[str]
     n_load: int
     n_gen: int
@@ -40,7 +40,7 @@ class OPFRecords:
     def split(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         """(pd, qd, pg, qg) of records laid out as ``train``."""
         nl, ng = self.n_load, self.n_gen
-        return x[..., :nl], x[..., nl:2 * nl], x[..., 2 * nl:2 * nl + ng], x[..., 2 * nl + ng:]
+        return x[..., :nl], x[..., nl : 2 * nl], x[..., 2 * nl : 2 * nl + ng], x[..., 2 * nl + ng :]
 
 
 FEATURES = ("pd", "qd", "pg", "qg")
@@ -56,5 +56,13 @@ def load_records(cfg: DiffOPFConfig, progress: bool = False, out_dir: "str | Pat
     train = ac_opf_dataset(g, cfg.n_samples, seed=cfg.seed, **kw)
     test = ac_opf_dataset(g, cfg.n_test, seed=cfg.seed + 1, **kw)
     x, cols = train.features(FEATURES)
-    return OPFRecords(grid=g, train=x, test=dict(test.arrays), columns=cols, n_load=g.n_load, n_gen=g.n_gen,
-                      layout=Layout(features=tuple(cols), grid=g.name, shape=(len(cols),)), datasets=(train, test))
+    return OPFRecords(
+        grid=g,
+        train=x,
+        test=dict(test.arrays),
+        columns=cols,
+        n_load=g.n_load,
+        n_gen=g.n_gen,
+        layout=Layout(features=tuple(cols), grid=g.name, shape=(len(cols),)),
+        datasets=(train, test),
+    )

@@ -1,11 +1,11 @@
 """DeepOPF, the baseline of the DiffOPF paper: an MLP regressor (p_d, q_d) -> (p_g, q_g) trained with MSE."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import torch
 
-from pfbook.diffusion import (Normaliser)
+from pfbook.diffusion import Normaliser
 from pfbook.methods.diffopf.config import DiffOPFConfig
 from pfbook.methods.diffopf.data import OPFRecords
 

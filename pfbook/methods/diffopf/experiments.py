@@ -1,4 +1,5 @@
 """The DiffOPF chapter's experiments: one grid end to end, and the sampler steps trade-off."""
+
 from __future__ import annotations
 
 import time
@@ -8,8 +9,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from pfbook.diffusion import (DiffusionModel)
-from pfbook.methods.diffopf.config import DiffOPFConfig, GRID_LABELS
+from pfbook.diffusion import DiffusionModel
+from pfbook.methods.diffopf.config import GRID_LABELS, DiffOPFConfig
 from pfbook.methods.diffopf.data import OPFRecords, load_records
 from pfbook.methods.diffopf.deepopf import DeepOPF, train_deepopf
 from pfbook.methods.diffopf.history import nearest_records
@@ -17,8 +18,14 @@ from pfbook.methods.diffopf.method import sample_dispatch, train_prior
 from pfbook.methods.diffopf.metrics import WITHIN_FLOOR, best_per_load, evaluate_warm_starts, prior_balance, table_one
 
 
-def steps_tradeoff(cfg: DiffOPFConfig, dm: DiffusionModel, data: OPFRecords, samplers: Sequence[str] | None = None,
-                   n_loads: int | None = None, tolerance: float = 0.10) -> pd.DataFrame:
+def steps_tradeoff(
+    cfg: DiffOPFConfig,
+    dm: DiffusionModel,
+    data: OPFRecords,
+    samplers: Sequence[str] | None = None,
+    n_loads: int | None = None,
+    tolerance: float = 0.10,
+) -> pd.DataFrame:
     """Table I's DiffOPF row and the time per 250-sample batch for each sampler of ``samplers`` (default
     ``cfg.step_sweep``) on the first ``n_loads`` test loads, each load's draws one batch.
 
@@ -28,15 +35,20 @@ def steps_tradeoff(cfg: DiffOPFConfig, dm: DiffusionModel, data: OPFRecords, sam
     (0.001 % of the cost, 1e-6 p.u.², 1e-4 p.u.)."""
     n_loads = n_loads or cfg.sweep_loads
     loads = data.test_loads()[:n_loads]
-    one = replace(cfg, loads_per_batch=1)          # each load's draws are one batch: the timing of one request
+    one = replace(cfg, loads_per_batch=1)  # each load's draws are one batch: the timing of one request
     rows, ref = {}, None
     for name in samplers or cfg.step_sweep:
         pg, qg, sec = sample_dispatch(one, dm, data, loads, sampler=name)
         ev = evaluate_warm_starts(data.grid, data.test, pg, qg, device=cfg.device, workers=cfg.loadflow_workers)
         b = best_per_load(ev)
-        row = {"network calls": cfg.make_sampler(name).n_steps, "gap % (mean)": np.nanmean(b["gap_pct"]),
-               "setpoint (mean)": np.nanmean(b["setpoint"]), "vviol (mean)": np.nanmean(b["vviol"]),
-               "sampling s per load": sec / n_loads, "load flow s per load": ev["seconds"] / n_loads}
+        row = {
+            "network calls": cfg.make_sampler(name).n_steps,
+            "gap % (mean)": np.nanmean(b["gap_pct"]),
+            "setpoint (mean)": np.nanmean(b["setpoint"]),
+            "vviol (mean)": np.nanmean(b["vviol"]),
+            "sampling s per load": sec / n_loads,
+            "load flow s per load": ev["seconds"] / n_loads,
+        }
         row["s per 250-sample batch"] = (row["sampling s per load"] + row["load flow s per load"]) * 250 / cfg.n_draw
         row["ms per sample"] = 1000 * row["s per 250-sample batch"] / 250
         if ref is None:
@@ -55,14 +67,14 @@ class GridRun:
     data: OPFRecords
     prior: DiffusionModel
     deepopf: DeepOPF
-    pg: np.ndarray                  # DiffOPF warm starts (k, n_draw, n_gen)
+    pg: np.ndarray  # DiffOPF warm starts (k, n_draw, n_gen)
     qg: np.ndarray
-    pg_deep: np.ndarray             # DeepOPF warm starts (k, n_gen)
+    pg_deep: np.ndarray  # DeepOPF warm starts (k, n_gen)
     qg_deep: np.ndarray
-    ev: dict                        # evaluate_warm_starts of DiffOPF
+    ev: dict  # evaluate_warm_starts of DiffOPF
     ev_deep: dict
     seconds: dict
-    ev_hist: dict | None = None     # the historical-records baseline (nearest training loads), as many as DiffOPF draws
+    ev_hist: dict | None = None  # the historical-records baseline (nearest training loads), as many as DiffOPF draws
 
     @property
     def label(self) -> str:
@@ -95,10 +107,11 @@ def run_grid(cfg: DiffOPFConfig, progress: bool = False) -> GridRun:
     loads = data.test_loads()
     pg, qg, sec["sampling"] = sample_dispatch(cfg, prior, data, loads)
     y = deep.predict(loads)
-    pg_d, qg_d = y[:, :data.n_gen], y[:, data.n_gen:]
+    pg_d, qg_d = y[:, : data.n_gen], y[:, data.n_gen :]
     ev = evaluate_warm_starts(data.grid, data.test, pg, qg, device=cfg.device, workers=cfg.loadflow_workers)
-    ev_d = evaluate_warm_starts(data.grid, data.test, pg_d[:, None], qg_d[:, None], device=cfg.device,
-                                workers=cfg.loadflow_workers)
+    ev_d = evaluate_warm_starts(
+        data.grid, data.test, pg_d[:, None], qg_d[:, None], device=cfg.device, workers=cfg.loadflow_workers
+    )
     pg_h, qg_h = nearest_records(data, loads, k=cfg.n_draw)
     ev_h = evaluate_warm_starts(data.grid, data.test, pg_h, qg_h, device=cfg.device, workers=cfg.loadflow_workers)
     sec["load flow (DiffOPF)"], sec["load flow (DeepOPF)"] = ev["seconds"], ev_d["seconds"]

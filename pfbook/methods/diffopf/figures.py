@@ -1,4 +1,5 @@
 """Figures of the DiffOPF chapter: marginals of the sampled dispatch and the cost/feasibility trade-off."""
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -9,8 +10,14 @@ from pfbook.methods.diffopf.data import OPFRecords
 
 
 # ---------------------------------------------------------------------------------------- figures
-def plot_marginals(data: OPFRecords, pg_samples: np.ndarray, pg_deep: np.ndarray, load_index: int,
-                   gens: Sequence[int] | None = None, n_history: int = 300):
+def plot_marginals(
+    data: OPFRecords,
+    pg_samples: np.ndarray,
+    pg_deep: np.ndarray,
+    load_index: int,
+    gens: Sequence[int] | None = None,
+    n_history: int = 300,
+):
     """Fig. 3: marginals of the active dispatch for one test load: the historical records with the nearest loads
     (grey), DiffOPF's samples (blue) and DeepOPF's point (red)."""
     import matplotlib.pyplot as plt
@@ -47,8 +54,8 @@ def plot_tradeoff(ev: Mapping[str, np.ndarray], ev_deep: Mapping[str, np.ndarray
     ax.scatter(gap[ok], vv[ok], s=10, alpha=0.6, color="tab:blue", label=f"DiffOPF ({ok.sum()} solved warm starts)")
     if ok.any():
         cand = np.flatnonzero(ok)
-        i = cand[np.lexsort((vv[cand], gap[cand]))[0]]     # smallest gap (ties: smaller violation)
-        j = cand[np.lexsort((gap[cand], vv[cand]))[0]]     # smallest violation (ties: smaller gap)
+        i = cand[np.lexsort((vv[cand], gap[cand]))[0]]  # smallest gap (ties: smaller violation)
+        j = cand[np.lexsort((gap[cand], vv[cand]))[0]]  # smallest violation (ties: smaller gap)
         ax.scatter(gap[i], vv[i], marker="*", s=220, color="tab:red", label="min optimality gap", zorder=3)
         ax.scatter(gap[j], vv[j], marker="D", s=80, color="tab:green", label="min voltage violation", zorder=3)
     dg, dv = ev_deep["gap_pct"][load_index, 0], ev_deep["vviol"][load_index, 0]

@@ -6,6 +6,7 @@ per feature with the training records' mean and standard deviation) give K warm 
 what the diffusion prior adds over a lookup of history: a prior that cannot beat it has learnt nothing the
 records do not already hold.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,15 +19,16 @@ def nearest_records(data: OPFRecords, loads: np.ndarray, k: int = 250) -> tuple[
     nearest each row of ``loads`` (n_loads, 2 n_load), nearest first."""
     train_loads = data.train[:, data.load_cols]
     if loads.ndim != 2 or loads.shape[1] != train_loads.shape[1]:
-        raise ValueError(f"loads must have shape (n, {train_loads.shape[1]}) for grid {data.grid.name!r}; "
-                         f"got {loads.shape}")
+        raise ValueError(
+            f"loads must have shape (n, {train_loads.shape[1]}) for grid {data.grid.name!r}; got {loads.shape}"
+        )
     k = min(int(k), len(train_loads))
     if k < 1:
         raise ValueError("k must be at least 1")
     mu, sd = train_loads.mean(0), train_loads.std(0)
     sd = np.where(sd > 0, sd, 1.0)
     a, b = (train_loads - mu) / sd, (loads - mu) / sd
-    d2 = (b ** 2).sum(1)[:, None] - 2 * b @ a.T + (a ** 2).sum(1)[None, :]
+    d2 = (b**2).sum(1)[:, None] - 2 * b @ a.T + (a**2).sum(1)[None, :]
     idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(d2, idx, axis=1).argsort(1)
     idx = np.take_along_axis(idx, order, axis=1)

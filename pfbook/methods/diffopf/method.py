@@ -22,14 +22,22 @@ The method composes the power-system layer with the diffusion core:
   which needs c*) and the pick a user can make without c* (:func:`user_pick`), and reports the mean and CVaR10%
   over test loads; Table II the sample complexity of eq. (16)-(19).
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import torch
 
-from pfbook.diffusion import (ClampGuidance, Compose, DiffusionModel, MLPDenoiser, Normaliser,
-                        ObservationGuidance, ReplacementGuidance, Trainer)
+from pfbook.diffusion import (
+    ClampGuidance,
+    Compose,
+    DiffusionModel,
+    MLPDenoiser,
+    Normaliser,
+    ObservationGuidance,
+    ReplacementGuidance,
+    Trainer,
+)
 from pfbook.methods.diffopf.config import DiffOPFConfig
 from pfbook.methods.diffopf.data import OPFRecords
 
@@ -39,14 +47,26 @@ def train_prior(cfg: DiffOPFConfig, data: OPFRecords, progress: bool = False) ->
     """The DDPM prior p_θ(x_0) over the joint records (Algorithm 1), standard-normalised features."""
     torch.manual_seed(cfg.seed)
     net = MLPDenoiser(data.train.shape[1], width=cfg.width, depth=cfg.depth, prediction=cfg.prediction)
-    trainer = Trainer(net, cfg.schedule(), data.train, cfg.train_config(), normaliser=Normaliser.standard(data.train),
-                      layout=data.layout)
+    trainer = Trainer(
+        net,
+        cfg.schedule(),
+        data.train,
+        cfg.train_config(),
+        normaliser=Normaliser.standard(data.train),
+        layout=data.layout,
+    )
     trainer.train(progress=progress)
     return trainer.result()
 
 
-def conditional_guidance(dm: DiffusionModel, data: OPFRecords, loads: np.ndarray, kind: str = "observation",
-                         scale: float = 1.0, clip: float | None = None):
+def conditional_guidance(
+    dm: DiffusionModel,
+    data: OPFRecords,
+    loads: np.ndarray,
+    kind: str = "observation",
+    scale: float = 1.0,
+    clip: float | None = None,
+):
     """The guidance that conditions the prior on loads y = (p_d, q_d) (rows of ``loads``, one per sample).
 
     ``"observation"``: x̂_0' = x̂_0 + λ Aᵀ(y - A x̂_0) (Alg. 3, sign corrected) in model space;
@@ -76,17 +96,24 @@ def conditional_guidance(dm: DiffusionModel, data: OPFRecords, loads: np.ndarray
     raise ValueError(f"unknown guidance {kind!r}; choose 'observation' or 'replacement'")
 
 
-def sample_dispatch(cfg: DiffOPFConfig, dm: DiffusionModel, data: OPFRecords, loads: np.ndarray,
-                    n_draw: int | None = None, sampler: str | None = None, guidance: str | None = None,
-                    seed: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+def sample_dispatch(
+    cfg: DiffOPFConfig,
+    dm: DiffusionModel,
+    data: OPFRecords,
+    loads: np.ndarray,
+    n_draw: int | None = None,
+    sampler: str | None = None,
+    guidance: str | None = None,
+    seed: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """``n_draw`` dispatches (p_g, q_g) per load row of ``loads`` (k, 2 n_load): arrays (k, n_draw, n_gen) each,
     plus the seconds sampling took. Loads are sampled ``cfg.loads_per_batch`` at a time, all their draws in one batch."""
     n_draw = n_draw or cfg.n_draw
     smp = cfg.make_sampler(sampler)
-    gen = torch.Generator(device=dm.device).manual_seed(cfg.seed if seed is None else seed)   # one stream for all
+    gen = torch.Generator(device=dm.device).manual_seed(cfg.seed if seed is None else seed)  # one stream for all
     out, sec = [], 0.0
     for k in range(0, len(loads), cfg.loads_per_batch):
-        y = np.repeat(loads[k:k + cfg.loads_per_batch], n_draw, axis=0)
+        y = np.repeat(loads[k : k + cfg.loads_per_batch], n_draw, axis=0)
         guide = conditional_guidance(dm, data, y, guidance or cfg.guidance, cfg.guidance_scale, cfg.clip_x0)
         x, seconds = dm.draw(len(y), smp, guidance=guide, generator=gen)
         out.append(x.reshape(-1, n_draw, x.shape[1]))

@@ -1,4 +1,5 @@
 """Scoring warm starts as Hoseinpour & Dvorkin do (eq. 21a-c), and their Tables I and II (eq. 16-19)."""
+
 from __future__ import annotations
 
 import math
@@ -7,18 +8,24 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from pfbook.methods.diffopf.config import GRID_LABELS
 from pfbook.power.grids import Grid
 from pfbook.power.loadflow import LoadFlowProblem
-from pfbook.methods.diffopf.config import GRID_LABELS
-
 
 # ---------------------------------------------------------------------------------------- evaluation (eq. 20-21)
 #: Largest limit violation (p.u.) of a load-flow solution that still counts as within every limit.
 LIMIT_TOL = 1e-4
 
 
-def evaluate_warm_starts(grid: Grid, test: Mapping[str, np.ndarray], pg: np.ndarray, qg: np.ndarray,
-                         loads: slice | np.ndarray | None = None, device: str = "cpu", **solve_kw) -> dict:
+def evaluate_warm_starts(
+    grid: Grid,
+    test: Mapping[str, np.ndarray],
+    pg: np.ndarray,
+    qg: np.ndarray,
+    loads: slice | np.ndarray | None = None,
+    device: str = "cpu",
+    **solve_kw,
+) -> dict:
     """Solve (20) from every warm start and compute eq. (21a-c) against the test records, and the limits.
 
     ``pg, qg``: (k, n, n_gen) warm starts for the first k test records (or those indexed by ``loads``).
@@ -49,14 +56,28 @@ def evaluate_warm_starts(grid: Grid, test: Mapping[str, np.ndarray], pg: np.ndar
     gviol = np.sqrt((lim["pg"] ** 2).sum(1) + (lim["qg"] ** 2).sum(1))
     bviol = lim["branch"].max(1) if lim["branch"].shape[1] else np.zeros(len(vviol))
     ok = lf.converged.reshape(k, n)
-    within = ok & (np.maximum.reduce([lim["v"].max(1), lim["pg"].max(1, initial=0), lim["qg"].max(1, initial=0),
-                                      bviol]).reshape(k, n) <= LIMIT_TOL)
+    within = ok & (
+        np.maximum.reduce([lim["v"].max(1), lim["pg"].max(1, initial=0), lim["qg"].max(1, initial=0), bviol]).reshape(
+            k, n
+        )
+        <= LIMIT_TOL
+    )
     nan = lambda a: np.where(ok, a, np.nan)
-    return {"cost": nan(cost), "gap_usd": nan(np.abs(cost - cstar)), "gap_pct": nan(100 * np.abs(cost - cstar) / cstar),
-            "gap_signed_pct": nan(100 * (cost - cstar) / cstar),
-            "setpoint": nan(lf.distance.reshape(k, n)), "vviol": nan(vviol.reshape(k, n)),
-            "gviol": nan(gviol.reshape(k, n)), "bviol": nan(bviol.reshape(k, n)), "within": within,
-            "converged": ok, "cstar": cstar[:, 0], "seconds": lf.seconds, "lf": lf}
+    return {
+        "cost": nan(cost),
+        "gap_usd": nan(np.abs(cost - cstar)),
+        "gap_pct": nan(100 * np.abs(cost - cstar) / cstar),
+        "gap_signed_pct": nan(100 * (cost - cstar) / cstar),
+        "setpoint": nan(lf.distance.reshape(k, n)),
+        "vviol": nan(vviol.reshape(k, n)),
+        "gviol": nan(gviol.reshape(k, n)),
+        "bviol": nan(bviol.reshape(k, n)),
+        "within": within,
+        "converged": ok,
+        "cstar": cstar[:, 0],
+        "seconds": lf.seconds,
+        "lf": lf,
+    }
 
 
 def user_pick(ev: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -64,8 +85,9 @@ def user_pick(ev: Mapping[str, np.ndarray]) -> np.ndarray:
     within every limit, else the one violating least (voltage, generator and branch violations summed); -1 where
     no load flow converged."""
     cost = np.where(ev["within"], ev["cost"], np.inf)
-    viol = np.where(ev["converged"], np.nan_to_num(ev["vviol"]) + np.nan_to_num(ev["gviol"])
-                    + np.nan_to_num(ev["bviol"]), np.inf)
+    viol = np.where(
+        ev["converged"], np.nan_to_num(ev["vviol"]) + np.nan_to_num(ev["gviol"]) + np.nan_to_num(ev["bviol"]), np.inf
+    )
     pick = np.where(ev["within"].any(1), np.argmin(cost, axis=1), np.argmin(viol, axis=1))
     return np.where(ev["converged"].any(1), pick, -1)
 
@@ -93,8 +115,11 @@ def prior_balance(grid: Grid, test: Mapping[str, np.ndarray], pg: np.ndarray) ->
     losses = test["pg"][:k].sum(1) - pd_total
     err = np.abs(pg.sum(-1) - (pd_total + losses)[:, None])
     out = (pg < grid.pmin - 1e-4) | (pg > grid.pmax + 1e-4)
-    return {"balance error (p.u., mean)": float(err.mean()), "losses (p.u., mean)": float(losses.mean()),
-            "p_g outside limits (share)": float(out.mean())}
+    return {
+        "balance error (p.u., mean)": float(err.mean()),
+        "losses (p.u., mean)": float(losses.mean()),
+        "p_g outside limits (share)": float(out.mean()),
+    }
 
 
 def _cvar(a: np.ndarray, q: float = 0.1) -> float:
@@ -102,7 +127,7 @@ def _cvar(a: np.ndarray, q: float = 0.1) -> float:
     a = np.sort(a[np.isfinite(a)])[::-1]
     if len(a) == 0:
         return float("nan")
-    return float(a[:max(1, int(math.ceil(q * len(a))))].mean())
+    return float(a[: max(1, int(math.ceil(q * len(a))))].mean())
 
 
 def best_per_load(ev: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -112,8 +137,11 @@ def best_per_load(ev: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return {m: np.nanmin(ev[m], axis=1) for m in ("gap_usd", "gap_pct", "setpoint", "vviol", "gviol", "bviol")
-                    if m in ev}
+            return {
+                m: np.nanmin(ev[m], axis=1)
+                for m in ("gap_usd", "gap_pct", "setpoint", "vviol", "gviol", "bviol")
+                if m in ev
+            }
 
 
 def table_one(results: Mapping[str, Mapping[str, np.ndarray]], grid_label: str = "") -> pd.DataFrame:
@@ -133,11 +161,14 @@ def table_one(results: Mapping[str, Mapping[str, np.ndarray]], grid_label: str =
         oracle, user = oracle_pick(ev), user_pick(ev)
         user_gap = _at(ev["gap_signed_pct"], user)
         rows[(grid_label, solver)] = {
-            ("Optimality gap [$]", "Mean"): np.nanmean(b["gap_usd"]), ("Optimality gap [$]", "CVaR10%"): _cvar(b["gap_usd"]),
-            ("Optimality gap [%]", "Mean"): np.nanmean(b["gap_pct"]), ("Optimality gap [%]", "CVaR10%"): _cvar(b["gap_pct"]),
+            ("Optimality gap [$]", "Mean"): np.nanmean(b["gap_usd"]),
+            ("Optimality gap [$]", "CVaR10%"): _cvar(b["gap_usd"]),
+            ("Optimality gap [%]", "Mean"): np.nanmean(b["gap_pct"]),
+            ("Optimality gap [%]", "CVaR10%"): _cvar(b["gap_pct"]),
             ("Optimality gap [%]", "signed, oracle pick"): np.nanmean(_at(ev["gap_signed_pct"], oracle)),
-            ("Optimality gap [%]", "warm starts below c*"): float(np.nanmean(np.where(
-                ev["converged"], ev["gap_signed_pct"] < 0, np.nan))),
+            ("Optimality gap [%]", "warm starts below c*"): float(
+                np.nanmean(np.where(ev["converged"], ev["gap_signed_pct"] < 0, np.nan))
+            ),
             ("Setpoint error [p.u.²]", "Mean"): np.nanmean(b["setpoint"]),
             ("Setpoint error [p.u.²]", "CVaR10%"): _cvar(b["setpoint"]),
             ("Voltage violation [p.u.]", "Mean"): np.nanmean(b["vviol"]),
@@ -178,20 +209,37 @@ def paper_table_one(grids: Sequence[str] | None = None) -> pd.DataFrame:
     for (case, solver), v in _PAPER_T1.items():
         if labels is not None and case not in labels:
             continue
-        rows[(case, solver)] = {("Optimality gap [$]", "Mean"): v[0], ("Optimality gap [%]", "Mean"): v[1],
-                                ("Optimality gap [$]", "CVaR10%"): v[2], ("Optimality gap [%]", "CVaR10%"): v[3],
-                                ("Setpoint error [p.u.²]", "Mean"): v[4], ("Setpoint error [p.u.²]", "CVaR10%"): v[5],
-                                ("Voltage violation [p.u.]", "Mean"): v[6], ("Voltage violation [p.u.]", "CVaR10%"): v[7]}
-    order = pd.MultiIndex.from_tuples([(m, s) for m in ("Optimality gap [$]", "Optimality gap [%]",
-                                                         "Setpoint error [p.u.²]", "Voltage violation [p.u.]")
-                                       for s in ("Mean", "CVaR10%")])
-    index = pd.MultiIndex.from_tuples(list(rows), names=["test case", "solver"]) if rows else \
-        pd.MultiIndex.from_arrays([[], []], names=["test case", "solver"])
+        rows[(case, solver)] = {
+            ("Optimality gap [$]", "Mean"): v[0],
+            ("Optimality gap [%]", "Mean"): v[1],
+            ("Optimality gap [$]", "CVaR10%"): v[2],
+            ("Optimality gap [%]", "CVaR10%"): v[3],
+            ("Setpoint error [p.u.²]", "Mean"): v[4],
+            ("Setpoint error [p.u.²]", "CVaR10%"): v[5],
+            ("Voltage violation [p.u.]", "Mean"): v[6],
+            ("Voltage violation [p.u.]", "CVaR10%"): v[7],
+        }
+    order = pd.MultiIndex.from_tuples(
+        [
+            (m, s)
+            for m in ("Optimality gap [$]", "Optimality gap [%]", "Setpoint error [p.u.²]", "Voltage violation [p.u.]")
+            for s in ("Mean", "CVaR10%")
+        ]
+    )
+    index = (
+        pd.MultiIndex.from_tuples(list(rows), names=["test case", "solver"])
+        if rows
+        else pd.MultiIndex.from_arrays([[], []], names=["test case", "solver"])
+    )
     return pd.DataFrame([[r[c] for c in order] for r in rows.values()], index=index, columns=order, dtype=float)
 
 
-def table_two(ev: Mapping[str, np.ndarray], eps: Sequence[float] = (0.5, 1, 2, 5),
-              deltas: Sequence[float] = (0.9, 0.95, 0.99), grid_label: str = "") -> pd.DataFrame:
+def table_two(
+    ev: Mapping[str, np.ndarray],
+    eps: Sequence[float] = (0.5, 1, 2, 5),
+    deltas: Sequence[float] = (0.9, 0.95, 0.99),
+    grid_label: str = "",
+) -> pd.DataFrame:
     """Table II: p_ε, the bound M ≥ log(1-δ)/log(1-p_ε) (eq. 19) and the empirical N_ε per δ.
 
     A sample is ε-close when its load-flow cost is within ε % of the test record's OPF cost, |c - c*| ≤ ε c*/100
@@ -221,10 +269,18 @@ def table_two(ev: Mapping[str, np.ndarray], eps: Sequence[float] = (0.5, 1, 2, 5
 
 #: Table II of the paper: ε -> (p_ε, M and N_ε for δ = 0.9, 0.95, 0.99).
 _PAPER_T2 = {
-    "PJM 5-Bus": {0.5: (0.07, 32, 28, 41, 27, 63, 45), 1: (0.49, 4, 4, 5, 4, 7, 5), 2: (0.77, 2, 2, 3, 3, 4, 4),
-                  5: (0.94, 1, 1, 1, 1, 1, 1)},
-    "IEEE 118-Bus": {0.5: (0.02, 135, 1, 175, 3, 269, 2), 1: (0.03, 71, 3, 93, 3, 142, 4),
-                     2: (0.05, 42, 2, 54, 3, 83, 4), 5: (0.17, 13, 1, 17, 5, 26, 2)},
+    "PJM 5-Bus": {
+        0.5: (0.07, 32, 28, 41, 27, 63, 45),
+        1: (0.49, 4, 4, 5, 4, 7, 5),
+        2: (0.77, 2, 2, 3, 3, 4, 4),
+        5: (0.94, 1, 1, 1, 1, 1, 1),
+    },
+    "IEEE 118-Bus": {
+        0.5: (0.02, 135, 1, 175, 3, 269, 2),
+        1: (0.03, 71, 3, 93, 3, 142, 4),
+        2: (0.05, 42, 2, 54, 3, 83, 4),
+        5: (0.17, 13, 1, 17, 5, 26, 2),
+    },
 }
 
 
@@ -232,8 +288,15 @@ def paper_table_two() -> pd.DataFrame:
     rows = {}
     for case, d in _PAPER_T2.items():
         for e, v in d.items():
-            rows[(case, e)] = {("", "p_ε"): v[0], ("δ=0.9", "M"): v[1], ("δ=0.9", "N_ε"): v[2], ("δ=0.95", "M"): v[3],
-                               ("δ=0.95", "N_ε"): v[4], ("δ=0.99", "M"): v[5], ("δ=0.99", "N_ε"): v[6]}
+            rows[(case, e)] = {
+                ("", "p_ε"): v[0],
+                ("δ=0.9", "M"): v[1],
+                ("δ=0.9", "N_ε"): v[2],
+                ("δ=0.95", "M"): v[3],
+                ("δ=0.95", "N_ε"): v[4],
+                ("δ=0.99", "M"): v[5],
+                ("δ=0.99", "N_ε"): v[6],
+            }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.columns = pd.MultiIndex.from_tuples(df.columns)
     df.index = pd.MultiIndex.from_tuples(df.index, names=["test case", "ε %"])

@@ -1,4 +1,5 @@
 """Published DiffOPF summaries (``book/results/<grid>/``) and the tables across grids."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,26 +10,36 @@ import pandas as pd
 
 from pfbook.config import check_profile
 from pfbook.io import read_summaries, write_summary
-from pfbook.methods.diffopf.config import DiffOPFConfig, GRID_LABELS
-
+from pfbook.methods.diffopf.config import GRID_LABELS, DiffOPFConfig
 
 # ---------------------------------------------------------------------------------------- results
 SUMMARY_NAME = "diffopf-summary-{profile}.json"
 
 
-def save_summary(folder: "str | Path", tables: Mapping[str, pd.DataFrame], cfg: DiffOPFConfig, profile: str,
-                 extra: dict | None = None) -> Path:
+def save_summary(
+    folder: "str | Path",
+    tables: Mapping[str, pd.DataFrame],
+    cfg: DiffOPFConfig,
+    profile: str,
+    extra: dict | None = None,
+) -> Path:
     """Write the tables with the configuration to ``folder/diffopf-summary-<profile>.json`` (atomically)."""
-    return write_summary(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), cfg, profile,
-                         {"grid": cfg.grid}, tables={k: v.reset_index().astype(object).to_dict(orient="split")
-                                                     for k, v in tables.items()}, **(extra or {}))
+    return write_summary(
+        Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)),
+        cfg,
+        profile,
+        {"grid": cfg.grid},
+        tables={k: v.reset_index().astype(object).to_dict(orient="split") for k, v in tables.items()},
+        **(extra or {}),
+    )
 
 
 def _frame(split: Mapping) -> pd.DataFrame:
     """A table written by :func:`save_summary` back as a DataFrame (two-level columns when it had them)."""
     cols = [tuple(c) if isinstance(c, list) else c for c in split["columns"]]
-    df = pd.DataFrame(split["data"], columns=pd.MultiIndex.from_tuples(cols) if cols and isinstance(cols[0], tuple)
-                      else cols)
+    df = pd.DataFrame(
+        split["data"], columns=pd.MultiIndex.from_tuples(cols) if cols and isinstance(cols[0], tuple) else cols
+    )
     return df
 
 
@@ -44,9 +55,14 @@ def speed_across(*folders: "str | Path", profile: str = "default") -> pd.DataFra
             name = ok.index[int(np.argmin(ok["network calls"].to_numpy()))]
             r, n = st.loc[name], obj["config"]["n_draw"]
             rows[GRID_LABELS.get(obj["grid"], obj["grid"])] = {
-                "reference": st.index[0], "fewest within": name, "sampling s": r["sampling s per load"] * 250 / n,
-                "load flow s": r["load flow s per load"] * 250 / n, "s per 250-sample batch": r["s per 250-sample batch"],
-                "device": obj["config"]["device"], "run": obj.get("created", "")[:10]}
+                "reference": st.index[0],
+                "fewest within": name,
+                "sampling s": r["sampling s per load"] * 250 / n,
+                "load flow s": r["load flow s per load"] * 250 / n,
+                "s per 250-sample batch": r["s per 250-sample batch"],
+                "device": obj["config"]["device"],
+                "run": obj.get("created", "")[:10],
+            }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -71,8 +87,10 @@ def load_tables(*folders: "str | Path", profile: str = "default", table: str = "
                 df = _frame(obj["tables"][table])
                 df = df.set_index([c for c in df.columns if (c[0] if isinstance(c, tuple) else c) in names])
             except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(f"the {obj['grid']} summary in {folder} is not a DiffOPF summary with {table} "
-                                 f"({err!r}); delete it or rerun the chapter for its grid to rewrite it") from None
+                raise ValueError(
+                    f"the {obj['grid']} summary in {folder} is not a DiffOPF summary with {table} "
+                    f"({err!r}); delete it or rerun the chapter for its grid to rewrite it"
+                ) from None
             df.index.names = list(names)
             keep = [k for k in df.index if k not in seen]
             seen.update(keep)

@@ -1,5 +1,6 @@
 """The physics-informed DDPM's data: AC-OPF records normalised within the operating bounds, and their
 power imbalance R(x) (Wang, Upadhyay, Zaman & Srikantha, eq. 5-6)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,10 +11,9 @@ import torch
 
 from pfbook.config import data_dir
 from pfbook.diffusion import Layout, Normaliser, denormalised
+from pfbook.methods.physics_informed.config import PhysicsInformedConfig
 from pfbook.power.grids import Grid, load_grid
 from pfbook.power.physics import grid_tensors, injections, mismatch_magnitude, nodal_mismatch
-from pfbook.methods.physics_informed.config import PhysicsInformedConfig
-
 
 #: Record layout (Wang et al., Sec. IV-A): demand at load buses, voltage at every bus, generation per generator.
 FEATURES = ("pd", "qd", "v", "theta", "pg", "qg")
@@ -29,11 +29,11 @@ class PIData:
     test: np.ndarray
     columns: list[str]
     layout: Layout
-    low: np.ndarray            # operating bounds C1-C4 per feature (physical units)
+    low: np.ndarray  # operating bounds C1-C4 per feature (physical units)
     high: np.ndarray
     normaliser: Normaliser
     dataset: object
-    clip: bool = True          # R of model-space records clips them into C1-C4 first (:func:`imbalance_fn`)
+    clip: bool = True  # R of model-space records clips them into C1-C4 first (:func:`imbalance_fn`)
 
     def imbalance_fn(self, dtype: torch.dtype = torch.float64) -> Callable[[torch.Tensor], torch.Tensor]:
         """R of model-space records as these data read them (their normaliser and clip; :func:`imbalance_fn`)."""
@@ -44,17 +44,20 @@ def split_record(x, grid: Grid) -> tuple:
     """(P_D, Q_D, |V|, φ, P_G, Q_G) of records in :data:`FEATURES` layout (works on arrays and tensors)."""
     sizes = (grid.n_load, grid.n_load, grid.n_bus, grid.n_bus, grid.n_gen, grid.n_gen)
     if x.shape[-1] != sum(sizes):
-        raise ValueError(f"a {grid.name} record has {sum(sizes)} features (P_D, Q_D at {grid.n_load} loads, |V|, φ "
-                         f"at {grid.n_bus} buses, P_G, Q_G at {grid.n_gen} generators), got {x.shape[-1]}")
+        raise ValueError(
+            f"a {grid.name} record has {sum(sizes)} features (P_D, Q_D at {grid.n_load} loads, |V|, φ "
+            f"at {grid.n_bus} buses, P_G, Q_G at {grid.n_gen} generators), got {x.shape[-1]}"
+        )
     out, k = [], 0
     for s in sizes:
-        out.append(x[..., k:k + s])
+        out.append(x[..., k : k + s])
         k += s
     return tuple(out)
 
 
-def operating_bounds(grid: Grid, load_range: tuple[float, float], theta: np.ndarray,
-                     angle_margin: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def operating_bounds(
+    grid: Grid, load_range: tuple[float, float], theta: np.ndarray, angle_margin: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature [low, high] of C1-C4 (physical units) in :data:`FEATURES` order.
 
     Demand: ``load_range`` x nominal (the range the data were drawn from); |V|: [V_min, V_max]; P_G, Q_G:
@@ -66,10 +69,10 @@ def operating_bounds(grid: Grid, load_range: tuple[float, float], theta: np.ndar
     qd_a, qd_b = lo_f * grid.load_q, hi_f * grid.load_q
     th_lo, th_hi = theta.min(0), theta.max(0)
     pad = angle_margin * (th_hi - th_lo)
-    low = np.concatenate([np.minimum(pd_a, pd_b), np.minimum(qd_a, qd_b), grid.vmin, th_lo - pad,
-                          grid.pmin, grid.qmin])
-    high = np.concatenate([np.maximum(pd_a, pd_b), np.maximum(qd_a, qd_b), grid.vmax, th_hi + pad,
-                           grid.pmax, grid.qmax])
+    low = np.concatenate([np.minimum(pd_a, pd_b), np.minimum(qd_a, qd_b), grid.vmin, th_lo - pad, grid.pmin, grid.qmin])
+    high = np.concatenate(
+        [np.maximum(pd_a, pd_b), np.maximum(qd_a, qd_b), grid.vmax, th_hi + pad, grid.pmax, grid.qmax]
+    )
     return low.astype(np.float64), high.astype(np.float64)
 
 
@@ -82,17 +85,33 @@ def load_data(cfg: PhysicsInformedConfig, progress: bool = False) -> PIData:
     """AC-OPF records of ``cfg.grid`` with loads and costs sampled (generated once, then read from the data folder)."""
     from pfbook.power.datasets import ac_opf_dataset
 
-    ds = ac_opf_dataset(cfg.grid, cfg.n_samples, load_range=cfg.load_range, cost_range=cfg.cost_range,
-                        seed=cfg.seed, out_dir=data_dir(), progress=progress)
+    ds = ac_opf_dataset(
+        cfg.grid,
+        cfg.n_samples,
+        load_range=cfg.load_range,
+        cost_range=cfg.cost_range,
+        seed=cfg.seed,
+        out_dir=data_dir(),
+        progress=progress,
+    )
     x, cols = ds.features(FEATURES)
     grid = load_grid(cfg.grid)
     order = np.random.default_rng(cfg.seed).permutation(len(x))
     n_test = max(2, int(round(cfg.test_fraction * len(x))))
     train, test = x[order[n_test:]], x[order[:n_test]]
     low, high = operating_bounds(grid, cfg.load_range, split_record(train, grid)[3], cfg.angle_margin)
-    return PIData(grid=grid, train=train, test=test, columns=cols,
-                  layout=Layout(features=tuple(cols), grid=grid.name, shape=(len(cols),)), low=low, high=high,
-                  normaliser=make_normaliser(low, high), dataset=ds, clip=cfg.clip_to_bounds)
+    return PIData(
+        grid=grid,
+        train=train,
+        test=test,
+        columns=cols,
+        layout=Layout(features=tuple(cols), grid=grid.name, shape=(len(cols),)),
+        low=low,
+        high=high,
+        normaliser=make_normaliser(low, high),
+        dataset=ds,
+        clip=cfg.clip_to_bounds,
+    )
 
 
 # ---------------------------------------------------------------------------------------- imbalance (eq. 7)
@@ -110,8 +129,9 @@ def imbalance(grid, x: torch.Tensor) -> torch.Tensor:
     return mismatch_magnitude(dp, dq).mean(-1)
 
 
-def imbalance_fn(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64, clip: bool = True
-                 ) -> Callable[[torch.Tensor], torch.Tensor]:
+def imbalance_fn(
+    grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64, clip: bool = True
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """R of model-space records: de-normalise, then :func:`imbalance` in ``dtype`` (gradients flow back).
 
     With ``clip`` a record is first clipped to [0, 1], i.e. de-normalised *into* the operating bounds C1-C4: a
@@ -128,9 +148,11 @@ def imbalance_fn(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.
     return R
 
 
-def mismatch_fn(grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64
-                ) -> Callable[[torch.Tensor], torch.Tensor]:
+def mismatch_fn(
+    grid: Grid, normaliser: Normaliser, dtype: torch.dtype = torch.float64
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """(ΔP, ΔQ) per bus (B, 2 n_bus) of model-space records: the constraints H(x) = 0 of C5."""
+
     def H(x: torch.Tensor) -> torch.Tensor:
         gt = grid_tensors(grid, x.device, x.dtype)
         pd_, qd_, v, th, pg, qg = split_record(x, grid)

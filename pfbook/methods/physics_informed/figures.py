@@ -1,18 +1,20 @@
 """Figures of the physics-informed chapter: the schedules (Fig. 3) and the diversity of generation."""
+
 from __future__ import annotations
 
 from typing import Mapping
 
 import numpy as np
 
-from pfbook.diffusion import (Schedule)
-from pfbook.power.grids import Grid
+from pfbook.diffusion import Schedule
 from pfbook.methods.physics_informed.schedule import gamma
+from pfbook.power.grids import Grid
 
 
 # ---------------------------------------------------------------------------------------- figures
-def plot_schedules(original: Schedule, learned: Schedule, fwd: Mapping[str, np.ndarray], gT: float,
-                   reverse: Mapping[str, np.ndarray]):
+def plot_schedules(
+    original: Schedule, learned: Schedule, fwd: Mapping[str, np.ndarray], gT: float, reverse: Mapping[str, np.ndarray]
+):
     """Fig. 3: (a) learned vs original ᾱ_t, (b) forward imbalance vs t, (c) reverse imbalance against γ_{t-1}."""
     import matplotlib.pyplot as plt
 
@@ -28,7 +30,7 @@ def plot_schedules(original: Schedule, learned: Schedule, fwd: Mapping[str, np.n
     ax[1].plot(steps, bound, "k--", lw=1, label="γ_t = t γ_T / T")
     ax[1].set(xlabel="step t", ylabel="mean R(x_t) (p.u.)", title="(b) forward process")
     for label, r in reverse.items():
-        ax[2].plot(steps[::-1], r, label=label)               # r[i] is R(x_{t-1}) after the step from t = T - i
+        ax[2].plot(steps[::-1], r, label=label)  # r[i] is R(x_{t-1}) after the step from t = T - i
     ax[2].plot(steps, bound - gT / T, "k--", lw=1, label="bound γ_{t-1}")
     ax[2].set(xlabel="step t", ylabel="mean R(x_{t-1}) (p.u.)", yscale="log", title="(c) reverse process")
     for a in ax:

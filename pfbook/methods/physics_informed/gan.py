@@ -1,4 +1,5 @@
 """The GAN + physics baseline of the physics-informed DDPM paper (its Table I's first row)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from pfbook.diffusion import (Normaliser)
+from pfbook.diffusion import Normaliser
 from pfbook.methods.physics_informed.config import PhysicsInformedConfig
 from pfbook.methods.physics_informed.data import PIData
 
@@ -98,5 +99,8 @@ def train_gan(cfg: PhysicsInformedConfig, data: PIData, progress: bool = False) 
         opt_g.step()
         rows.append((loss_d.item(), adv.item(), phys.item()))
     G.eval()
-    return GAN(G, data.normaliser, pd.DataFrame(rows, columns=["discriminator", "generator (adversarial)",
-                                                              "generator (physics R)"]))
+    return GAN(
+        G,
+        data.normaliser,
+        pd.DataFrame(rows, columns=["discriminator", "generator (adversarial)", "generator (physics R)"]),
+    )

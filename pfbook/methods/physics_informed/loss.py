@@ -1,4 +1,5 @@
 """The physics-informed loss (Wang, Upadhyay, Zaman & Srikantha, eq. 8-9) and how active it is during training."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -7,11 +8,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pfbook.diffusion import (DiffusionModel, LossContext,
-                        Normaliser)
-from pfbook.power.grids import Grid
+from pfbook.diffusion import DiffusionModel, LossContext, Normaliser
 from pfbook.methods.physics_informed.data import PIData, imbalance_fn
 from pfbook.methods.physics_informed.schedule import _prev_excess
+from pfbook.power.grids import Grid
 
 
 def physics_activity(dm: DiffusionModel, data: PIData, gT: float, n: int = 256, seed: int = 0) -> pd.DataFrame:
@@ -32,14 +32,21 @@ def physics_activity(dm: DiffusionModel, data: PIData, gT: float, n: int = 256, 
             x_t = dm.schedule.q_sample(x0, tt, noise)
             e = _prev_excess(R, dm.schedule, dm.model(x_t.float(), tt).double(), x_t, tt, gT)
             share[t], excess[t] = float((e > 0).double().mean()), float(e.mean())
-    return pd.DataFrame({"share above bound": share, "excess (p.u.)": excess},
-                        index=pd.RangeIndex(1, T + 1, name="step t"))
+    return pd.DataFrame(
+        {"share above bound": share, "excess (p.u.)": excess}, index=pd.RangeIndex(1, T + 1, name="step t")
+    )
 
 
 # ---------------------------------------------------------------------------------------- physics-informed training
-def physics_loss(grid: Grid, normaliser: Normaliser, gT: float, eta: float = 1.0, on: str = "prev",
-                 dtype: torch.dtype = torch.float32, clip: bool = True
-                 ) -> Callable[[LossContext], dict[str, torch.Tensor]]:
+def physics_loss(
+    grid: Grid,
+    normaliser: Normaliser,
+    gT: float,
+    eta: float = 1.0,
+    on: str = "prev",
+    dtype: torch.dtype = torch.float32,
+    clip: bool = True,
+) -> Callable[[LossContext], dict[str, torch.Tensor]]:
     """η max(R(x̂) - γ, 0) averaged over the batch (eq. 8-9), for the core trainer's extra-loss hook.
 
     ``on="prev"``: x̂ = x̂_{t-1}, the posterior mean of q(x_{t-1} | x_t, x̂_0) (the model's one-step reverse
@@ -56,7 +63,7 @@ def physics_loss(grid: Grid, normaliser: Normaliser, gT: float, eta: float = 1.0
         if on == "prev":
             excess = _prev_excess(R, ctx.schedule, ctx.x0_hat, ctx.x_t, ctx.t, gT)
         else:
-            excess = torch.relu(R(ctx.x0_hat))                           # against γ_0 = 0 at every t
+            excess = torch.relu(R(ctx.x0_hat))  # against γ_0 = 0 at every t
         return {"physics": (eta * excess.mean()).to(ctx.x0.dtype)}
 
     return loss

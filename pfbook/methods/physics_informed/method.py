@@ -22,6 +22,7 @@ The method composes the power-system layer (:mod:`pfbook.power.physics`) with th
   projection of x̂_0 onto the power-flow equations over the last reverse steps, taken in logit space so that it
   stays within C1-C4 (:func:`projection_guidance`).
 """
+
 from __future__ import annotations
 
 import time
@@ -31,30 +32,47 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pfbook.diffusion import (DiffusionModel, Guidance, GuidanceState, Normaliser, ProjectionGuidance, Schedule, Trainer,
-                              UNetMLPDenoiser)
+from pfbook.diffusion import (
+    DiffusionModel,
+    Guidance,
+    GuidanceState,
+    Normaliser,
+    ProjectionGuidance,
+    Schedule,
+    Trainer,
+    UNetMLPDenoiser,
+)
 from pfbook.diffusion.traces import reverse_trace
-from pfbook.power.grids import Grid
 from pfbook.methods.physics_informed.config import PhysicsInformedConfig
 from pfbook.methods.physics_informed.data import PIData, imbalance_fn, mismatch_fn
 from pfbook.methods.physics_informed.loss import physics_loss
 from pfbook.methods.physics_informed.schedule import original_schedule
+from pfbook.power.grids import Grid
 
 
-def train_ddpm(cfg: PhysicsInformedConfig, data: PIData, schedule: Schedule, physics: bool = True,
-               gT: float | None = None, on: str | None = None, progress: bool = False) -> tuple[DiffusionModel, Trainer]:
+def train_ddpm(
+    cfg: PhysicsInformedConfig,
+    data: PIData,
+    schedule: Schedule,
+    physics: bool = True,
+    gT: float | None = None,
+    on: str | None = None,
+    progress: bool = False,
+) -> tuple[DiffusionModel, Trainer]:
     """The U-Net MLP with sigmoid output (predicting x̂_0 in [0, 1]) trained on ``data.train``; with ``physics``
     the loss of :func:`physics_loss` is added (``gT`` required; ``on`` defaults to ``cfg.physics_on``)."""
     torch.manual_seed(cfg.seed)
-    net = UNetMLPDenoiser(len(data.columns), widths=cfg.widths, time_dim=cfg.time_dim, output="sigmoid",
-                          prediction="x0")
+    net = UNetMLPDenoiser(
+        len(data.columns), widths=cfg.widths, time_dim=cfg.time_dim, output="sigmoid", prediction="x0"
+    )
     extra = None
     if physics:
         if gT is None:
             raise ValueError("physics-informed training needs γ_T (gamma_T(...)) for the bounds γ_t")
         extra = physics_loss(data.grid, data.normaliser, gT, cfg.eta, on or cfg.physics_on, clip=data.clip)
-    trainer = Trainer(net, schedule, data.train, cfg.train_config(), normaliser=data.normaliser, layout=data.layout,
-                      extra_loss=extra)
+    trainer = Trainer(
+        net, schedule, data.train, cfg.train_config(), normaliser=data.normaliser, layout=data.layout, extra_loss=extra
+    )
     trainer.train(progress=progress)
     return trainer.result(), trainer
 
@@ -73,25 +91,29 @@ ABLATIONS = {
 }
 
 
-def train_models(cfg: PhysicsInformedConfig, data: PIData, gT: float, learned: Schedule,
-                 progress: bool = False) -> tuple[dict[str, DiffusionModel], dict[str, Trainer], dict[str, float]]:
+def train_models(
+    cfg: PhysicsInformedConfig, data: PIData, gT: float, learned: Schedule, progress: bool = False
+) -> tuple[dict[str, DiffusionModel], dict[str, Trainer], dict[str, float]]:
     """Every DDPM of Table I (and, with ``cfg.ablations``, the ablations): models, trainers and training seconds."""
     schedules = {"original": original_schedule(cfg), "learned": learned}
     models, trainers, seconds = {}, {}, {}
     for name, (sched, phys, on) in (VARIANTS | (ABLATIONS if cfg.ablations else {})).items():
         t0 = time.perf_counter()
-        models[name], trainers[name] = train_ddpm(cfg, data, schedules[sched], physics=phys, gT=gT, on=on,
-                                                  progress=progress)
+        models[name], trainers[name] = train_ddpm(
+            cfg, data, schedules[sched], physics=phys, gT=gT, on=on, progress=progress
+        )
         seconds[name] = time.perf_counter() - t0
     return models, trainers, seconds
 
 
-def reverse_imbalance(dm: DiffusionModel, grid: Grid, n: int = 256, seed: int = 0,
-                      guidance=None, clip: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def reverse_imbalance(
+    dm: DiffusionModel, grid: Grid, n: int = 256, seed: int = 0, guidance=None, clip: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """DDPM samples and the mean R of x_{t-1} after every reverse step, ordered by step t = T..1 (Fig. 3c); ``clip``
     as in :func:`imbalance_fn` (the last entry, R of the samples, does not depend on it)."""
-    x, _, trace = reverse_trace(dm, None, n, imbalance_fn(grid, dm.normaliser, clip=clip), on="x_prev",
-                                guidance=guidance, seed=seed)
+    x, _, trace = reverse_trace(
+        dm, None, n, imbalance_fn(grid, dm.normaliser, clip=clip), on="x_prev", guidance=guidance, seed=seed
+    )
     return x, trace
 
 
@@ -105,8 +127,10 @@ def last_step(reverse: Mapping[str, np.ndarray]) -> pd.DataFrame:
     for name, trace in reverse.items():
         trace = np.asarray(trace, dtype=float)
         if trace.ndim != 1 or len(trace) < 2:
-            raise ValueError(f"{name!r}: need the trace of at least the last two reverse steps "
-                             f"(reverse_imbalance), got shape {trace.shape}")
+            raise ValueError(
+                f"{name!r}: need the trace of at least the last two reverse steps "
+                f"(reverse_imbalance), got shape {trace.shape}"
+            )
         rows[name] = {"R(x_1) (p.u.)": trace[-2], "R(x_0) (p.u.)": trace[-1], "reduction": trace[-2] / trace[-1]}
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -120,8 +144,14 @@ class LogitProjection(Guidance):
     its bounds moves little (the sigmoid is flat there). Computed in float64.
     """
 
-    def __init__(self, constraint: Callable[[torch.Tensor], torch.Tensor], scale=1.0, inner_steps: int = 1,
-                 damping: float = 1e-10, eps: float = 1e-9):
+    def __init__(
+        self,
+        constraint: Callable[[torch.Tensor], torch.Tensor],
+        scale=1.0,
+        inner_steps: int = 1,
+        damping: float = 1e-10,
+        eps: float = 1e-9,
+    ):
         self.proj = ProjectionGuidance(lambda u: constraint(torch.sigmoid(u)), scale=scale, damping=damping)
         self.scale, self.inner_steps, self.eps = scale, int(inner_steps), float(eps)
 

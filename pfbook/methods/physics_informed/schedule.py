@@ -1,5 +1,6 @@
 """The learned noise schedule (Wang, Upadhyay, Zaman & Srikantha, eq. 7): ᾱ_t fitted so that the forward
 process's power imbalance grows along γ_t = γ_T t / T."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -9,9 +10,9 @@ import torch
 
 from pfbook.diffusion import LearnedSchedule, Normaliser, Schedule, fit_schedule
 from pfbook.diffusion.traces import forward_trace
-from pfbook.power.grids import Grid
 from pfbook.methods.physics_informed.config import PhysicsInformedConfig
 from pfbook.methods.physics_informed.data import PIData, imbalance_fn
+from pfbook.power.grids import Grid
 
 
 def gamma_T(grid: Grid, normaliser: Normaliser, n: int = 4096, seed: int = 0, clip: bool = True) -> float:
@@ -33,8 +34,9 @@ def original_schedule(cfg: PhysicsInformedConfig) -> Schedule:
 
 
 # ---------------------------------------------------------------------------------------- learned schedule (eq. 11)
-def learn_schedule(cfg: PhysicsInformedConfig, data: PIData, gT: float,
-                   progress: bool = False) -> tuple[Schedule, LearnedSchedule, list[float]]:
+def learn_schedule(
+    cfg: PhysicsInformedConfig, data: PIData, gT: float, progress: bool = False
+) -> tuple[Schedule, LearnedSchedule, list[float]]:
     """Fit F_ω so that the forward process's mean imbalance follows γ_t = t γ_T / T (eq. 11).
 
     F_ω (hidden ``schedule_hidden``) maps a batch of normalised records to ᾱ_1..ᾱ_T, averaged over the batch;
@@ -44,10 +46,19 @@ def learn_schedule(cfg: PhysicsInformedConfig, data: PIData, gT: float,
     z = data.normaliser(torch.as_tensor(data.train, dtype=torch.float64)).float()
     net = LearnedSchedule(z.shape[1], cfg.T, hidden=cfg.schedule_hidden, init=original_schedule(cfg))
     R = data.imbalance_fn(torch.float32)
-    losses = fit_schedule(net, z, R, gamma(gT, cfg.T), steps=cfg.schedule_steps, batch_size=cfg.schedule_batch,
-                          lr=cfg.schedule_lr, seed=cfg.seed, progress=progress)
+    losses = fit_schedule(
+        net,
+        z,
+        R,
+        gamma(gT, cfg.T),
+        steps=cfg.schedule_steps,
+        batch_size=cfg.schedule_batch,
+        lr=cfg.schedule_lr,
+        seed=cfg.seed,
+        progress=progress,
+    )
     with torch.no_grad():
-        ab = torch.stack([net(z[k:k + 1024]) * len(z[k:k + 1024]) for k in range(0, len(z), 1024)]).sum(0) / len(z)
+        ab = torch.stack([net(z[k : k + 1024]) * len(z[k : k + 1024]) for k in range(0, len(z), 1024)]).sum(0) / len(z)
     return Schedule(ab.detach().cpu(), name="learned"), net, losses
 
 
@@ -58,8 +69,14 @@ def forward_imbalance(schedule: Schedule, data: PIData, n: int = 512, seed: int 
     return forward_trace(schedule, x0, lambda x_t, t: R(x_t), seed=seed)
 
 
-def _prev_excess(R: Callable[[torch.Tensor], torch.Tensor], schedule: Schedule, x0_hat: torch.Tensor,
-                 x_t: torch.Tensor, t: torch.Tensor, gT: float) -> torch.Tensor:
+def _prev_excess(
+    R: Callable[[torch.Tensor], torch.Tensor],
+    schedule: Schedule,
+    x0_hat: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    gT: float,
+) -> torch.Tensor:
     """max(R(x̂_{t-1}) - γ_{t-1}, 0) per record: x̂_{t-1} the posterior mean given x̂_0, γ_{t-1} = (step - 1) γ_T / T
     for timestep index ``t`` (step t + 1; γ_0 = 0 at the last step, where x̂_{t-1} is x̂_0)."""
     x_hat = schedule.q_posterior(x0_hat, x_t, t)[0]

@@ -1,4 +1,5 @@
 """Published physics-informed summaries (``book/results/<grid>/``) and the table across grids."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,15 +11,21 @@ from pfbook.config import PROFILES, check_profile
 from pfbook.io import summary_table, write_summary
 from pfbook.methods.physics_informed.config import PhysicsInformedConfig
 
-
 SUMMARY_NAME = "physics-informed-summary-{profile}.json"
 
 
-def save_summary(folder: "str | Path", table: pd.DataFrame, cfg: PhysicsInformedConfig, profile: str,
-                 extra: dict | None = None) -> Path:
+def save_summary(
+    folder: "str | Path", table: pd.DataFrame, cfg: PhysicsInformedConfig, profile: str, extra: dict | None = None
+) -> Path:
     """Write ``table`` with its configuration to ``folder/physics-informed-summary-<profile>.json`` (atomically)."""
-    return write_summary(Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)), cfg, profile,
-                         {"grid": cfg.grid}, table=table.to_dict(orient="index"), **(extra or {}))
+    return write_summary(
+        Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)),
+        cfg,
+        profile,
+        {"grid": cfg.grid},
+        table=table.to_dict(orient="index"),
+        **(extra or {}),
+    )
 
 
 def load_summaries(*folders: "str | Path", profiles: Sequence[str] | None = None) -> pd.DataFrame:

@@ -2,20 +2,21 @@
 
 The package's public names are gathered here; each lives in the module of its concern.
 """
+
 from pfbook.methods.tsdm.baselines import (  # noqa: F401
     Baseline,
+    EncoderWGAN,
     LSTMPredictor,
-    rpca_admm,
     RobustPCA,
     VAERecovery,
-    EncoderWGAN,
     make_baselines,
+    rpca_admm,
 )
 from pfbook.methods.tsdm.config import (  # noqa: F401
-    SCADA_SYSTEMS,
+    PMU_EVENTS,
     PMU_SYSTEMS,
     SCADA_DAYS,
-    PMU_EVENTS,
+    SCADA_SYSTEMS,
     SCENARIOS,
     TSDMConfig,
 )
@@ -25,27 +26,27 @@ from pfbook.methods.tsdm.diagnostics import (  # noqa: F401
     range_check,
 )
 from pfbook.methods.tsdm.experiments import (  # noqa: F401
-    corrupt_windows,
-    KEPT,
-    recovery_table,
-    speed_table,
-    omega_sweep,
-    resample_sweep,
-    ratio_sweep,
     BASELINES,
-    wins_table,
+    KEPT,
+    corrupt_windows,
+    omega_sweep,
+    ratio_sweep,
+    recovery_table,
+    resample_sweep,
+    speed_table,
     state_estimation,
+    wins_table,
 )
 from pfbook.methods.tsdm.figures import (  # noqa: F401
-    plot_traces,
-    plot_sweep,
     plot_states,
+    plot_sweep,
+    plot_traces,
 )
 from pfbook.methods.tsdm.method import (  # noqa: F401
-    train_prior,
-    Recovery,
     TSDM,
+    Recovery,
     recover,
+    train_prior,
 )
 from pfbook.methods.tsdm.metric import (  # noqa: F401
     channel_weights,
@@ -59,7 +60,7 @@ from pfbook.methods.tsdm.summaries import (  # noqa: F401
 from pfbook.methods.tsdm.windows import (  # noqa: F401
     Windows,
     channel_name,
-    scada_data,
-    pmu_data,
     load_windows,
+    pmu_data,
+    scada_data,
 )

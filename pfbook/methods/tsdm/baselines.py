@@ -21,6 +21,7 @@ Entries given as lost are always filled; entries measured are kept or replaced a
   trained afterwards to invert the generator ([9]); recovery is G(E(y)), refined by a few gradient steps of the
   latent code on the measured entries.
 """
+
 from __future__ import annotations
 
 import abc
@@ -57,8 +58,10 @@ class Baseline(abc.ABC):
             raise RuntimeError(f"{self.name} is not fitted: call fit(train_windows) first")
         y = np.asarray(y, dtype=np.float64)
         if y.ndim != 3 or y.shape[1:] != (self.mean.shape[0], self.shape_T):
-            raise ValueError(f"{self.name} was fitted on windows of shape (M, T) = ({self.mean.shape[0]}, "
-                             f"{self.shape_T}); got {y.shape[1:]}")
+            raise ValueError(
+                f"{self.name} was fitted on windows of shape (M, T) = ({self.mean.shape[0]}, "
+                f"{self.shape_T}); got {y.shape[1:]}"
+            )
         return (y - self.mean) / self.std
 
     def _x(self, z: np.ndarray) -> np.ndarray:
@@ -107,8 +110,16 @@ class LSTMPredictor(Baseline):
 
     name = "LSTM"
 
-    def __init__(self, hidden: int = 64, steps: int = 1500, batch: int = 32, lr: float = 3e-3, k: float = 3.0,
-                 event_share: float = 0.5, **kw):
+    def __init__(
+        self,
+        hidden: int = 64,
+        steps: int = 1500,
+        batch: int = 32,
+        lr: float = 3e-3,
+        k: float = 3.0,
+        event_share: float = 0.5,
+        **kw,
+    ):
         super().__init__(**kw)
         if not 0 < event_share <= 1:
             raise ValueError(f"event_share is a share of the channels in (0, 1]; got {event_share}")
@@ -117,7 +128,7 @@ class LSTMPredictor(Baseline):
 
     def fit(self, train: np.ndarray) -> "LSTMPredictor":
         z = torch.as_tensor(self._standardise_fit(train), dtype=torch.float32, device=self.device)
-        z = z.transpose(1, 2)                                                                   # (n, T, M)
+        z = z.transpose(1, 2)  # (n, T, M)
         self.shape_T = z.shape[1]
         M = z.shape[2]
         torch.manual_seed(self.seed)
@@ -151,7 +162,7 @@ class LSTMPredictor(Baseline):
             pred = self.head(o[:, 0]).double().detach().cpu().numpy()
             off = (np.abs(z[:, :, t] - pred) > self.k * self.sigma[None]) & ~miss[:, :, t]
             measured = np.maximum((~miss[:, :, t]).sum(axis=1, keepdims=True), 1)
-            event = off.sum(axis=1, keepdims=True) > self.event_share * measured      # the system moved
+            event = off.sum(axis=1, keepdims=True) > self.event_share * measured  # the system moved
             bad = miss[:, :, t] | (off & ~event)
             out[:, :, t] = np.where(bad, pred, z[:, :, t])
             prev = torch.as_tensor(out[:, :, t], dtype=torch.float32, device=self.device)
@@ -164,8 +175,14 @@ def _svt(X: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     return U @ torch.diag_embed(torch.clamp(s - tau[:, None], min=0)) @ Vh
 
 
-def rpca_admm(Y: torch.Tensor, observed: torch.Tensor, lam: float | None = None, rho: float = 1.2,
-              iters: int = 500, tol: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor]:
+def rpca_admm(
+    Y: torch.Tensor,
+    observed: torch.Tensor,
+    lam: float | None = None,
+    rho: float = 1.2,
+    iters: int = 500,
+    tol: float = 1e-7,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Principal component pursuit with missing entries, batched: min ||L||_* + λ||S||_1 s.t. P_Ω(L + S) = P_Ω(Y).
 
     Inexact ALM / ADMM (Lin, Chen & Ma 2010) with an auxiliary E that is free on the unobserved entries; λ
@@ -215,8 +232,12 @@ class RobustPCA(Baseline):
     def recover(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         miss = self._missing(y, mask)
         z = np.where(miss, 0.0, self._z(np.where(miss, 0.0, y)))
-        L, S = rpca_admm(torch.as_tensor(z, device=self.device), torch.as_tensor(~miss, device=self.device),
-                         self.lam, iters=self.iters)
+        L, S = rpca_admm(
+            torch.as_tensor(z, device=self.device),
+            torch.as_tensor(~miss, device=self.device),
+            self.lam,
+            iters=self.iters,
+        )
         L, S = L.detach().cpu().numpy(), S.detach().cpu().numpy()
         out = np.where(miss | (np.abs(S) > 1e-6), L, z)
         return self._x(out)
@@ -240,8 +261,17 @@ class VAERecovery(Baseline):
 
     name = "VAE"
 
-    def __init__(self, hidden: int = 256, latent: int = 16, sigma: float = 0.1, steps: int = 1500, batch: int = 64,
-                 lr: float = 1e-3, fill_iters: int = 3, **kw):
+    def __init__(
+        self,
+        hidden: int = 256,
+        latent: int = 16,
+        sigma: float = 0.1,
+        steps: int = 1500,
+        batch: int = 64,
+        lr: float = 1e-3,
+        fill_iters: int = 3,
+        **kw,
+    ):
         super().__init__(**kw)
         self.hidden, self.latent, self.sigma, self.steps, self.batch, self.lr = hidden, latent, sigma, steps, batch, lr
         self.fill_iters = fill_iters
@@ -261,8 +291,8 @@ class VAERecovery(Baseline):
             xb = x[idx[k].to(self.device)]
             mu, logvar = self.enc(xb).chunk(2, dim=1)
             w = mu + torch.randn(mu.shape, generator=g).to(self.device) * (0.5 * logvar).exp()
-            rec = ((self.dec(w) - xb) ** 2).sum(1) / (2 * self.sigma ** 2)
-            kl = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)
+            rec = ((self.dec(w) - xb) ** 2).sum(1) / (2 * self.sigma**2)
+            kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(1)
             return (rec + kl).mean() / D
 
         self.losses = _adam_loop(list(self.enc.parameters()) + list(self.dec.parameters()), loss, self.steps, self.lr)
@@ -291,8 +321,19 @@ class EncoderWGAN(Baseline):
 
     name = "GAN"
 
-    def __init__(self, hidden: int = 256, latent: int = 16, steps: int = 1500, batch: int = 64, lr: float = 2e-4,
-                 n_critic: int = 5, gp: float = 10.0, refine_steps: int = 30, refine_lr: float = 0.05, **kw):
+    def __init__(
+        self,
+        hidden: int = 256,
+        latent: int = 16,
+        steps: int = 1500,
+        batch: int = 64,
+        lr: float = 2e-4,
+        n_critic: int = 5,
+        gp: float = 10.0,
+        refine_steps: int = 30,
+        refine_lr: float = 0.05,
+        **kw,
+    ):
         super().__init__(**kw)
         self.hidden, self.latent, self.steps, self.batch, self.lr = hidden, latent, steps, batch, lr
         self.n_critic, self.gp, self.refine_steps, self.refine_lr = n_critic, gp, refine_steps, refine_lr
@@ -311,7 +352,7 @@ class EncoderWGAN(Baseline):
         g = torch.Generator().manual_seed(self.seed + 1)
         gen_steps = max(1, self.steps // 2)
         self.losses = []
-        for k in range(gen_steps):
+        for _step in range(gen_steps):
             for _ in range(self.n_critic):
                 xb = x[torch.randint(0, n, (min(self.batch, n),), generator=g).to(self.device)]
                 fake = self.G(torch.randn(len(xb), self.latent, generator=g).to(self.device)).detach()
@@ -349,7 +390,7 @@ class EncoderWGAN(Baseline):
         w = w0.clone().requires_grad_(True)
         opt = torch.optim.Adam([w], lr=self.refine_lr)
         for _ in range(self.refine_steps):
-            loss = (((self.G(w) - x) ** 2) * obs).sum(1).mean() / x.shape[1] + 1e-3 * (w ** 2).sum(1).mean()
+            loss = (((self.G(w) - x) ** 2) * obs).sum(1).mean() / x.shape[1] + 1e-3 * (w**2).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

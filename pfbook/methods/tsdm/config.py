@@ -1,11 +1,11 @@
 """Settings of the TSDM chapter: the systems of the paper's tables, its corruption scenarios, and :class:`TSDMConfig`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from pfbook.config import ChapterConfig, check_profile
 from pfbook.diffusion import Schedule, TrainConfig
-
 
 #: SCADA systems of Table I and the number of buses in their attack region (paper: M = 24, 48, 96 channels)
 SCADA_SYSTEMS: dict[str, int] = {"case30": 6, "case57": 10, "case118": 20}
@@ -16,8 +16,13 @@ PMU_SYSTEMS: dict[str, int] = {"ieee39": 5, "npcc": 13}
 
 
 #: rows of Tables I and III: label -> corruption kind of :mod:`pfbook.power.corruptions`
-SCENARIOS: dict[str, str] = {"FDIA step": "step", "FDIA ramp": "ramp", "FDIA random": "random",
-                             "data loss RM": "rm", "data loss NM": "nm"}
+SCENARIOS: dict[str, str] = {
+    "FDIA step": "step",
+    "FDIA ramp": "ramp",
+    "FDIA random": "random",
+    "data loss RM": "rm",
+    "data loss NM": "nm",
+}
 
 
 #: (start day, number of days) of the SCADA data each profile uses: ci a summer week, default the first quarter,
@@ -41,49 +46,73 @@ class TSDMConfig(ChapterConfig):
     """
 
     PROFILES = {
-        "ci": {"window": 48, "stride": 6, "base": 16, "ov_samples": 8, "n_test": 4, "table_s": (5, 10), "n_timing": 2,
-               "omega_sweep": (0.5, 1.0, 2.0), "R_sweep": (1, 2), "ratio_sweep": (0.05, 0.3), "n_sweep": 2,
-               "baseline_steps": 60, "calibration_fraction": 0.15, "train": {"steps": 100, "batch_size": 8}},
+        "ci": {
+            "window": 48,
+            "stride": 6,
+            "base": 16,
+            "ov_samples": 8,
+            "n_test": 4,
+            "table_s": (5, 10),
+            "n_timing": 2,
+            "omega_sweep": (0.5, 1.0, 2.0),
+            "R_sweep": (1, 2),
+            "ratio_sweep": (0.05, 0.3),
+            "n_sweep": 2,
+            "baseline_steps": 60,
+            "calibration_fraction": 0.15,
+            "train": {"steps": 100, "batch_size": 8},
+        },
         "default": {},
-        "paper": {"layout": "image", "base": 64, "mults": (1, 2, 2), "ov_samples": 512, "n_test": 200,
-                  "n_timing": 50, "n_sweep": 100, "baseline_steps": 20_000,
-                  "train": {"steps": 50_000, "batch_size": 32, "lr": 2e-4, "ema_decay": 0.999}},
+        "paper": {
+            "layout": "image",
+            "base": 64,
+            "mults": (1, 2, 2),
+            "ov_samples": 512,
+            "n_test": 200,
+            "n_timing": 50,
+            "n_sweep": 100,
+            "baseline_steps": 20_000,
+            "train": {"steps": 50_000, "batch_size": 32, "lr": 2e-4, "ema_decay": 0.999},
+        },
     }
     WHERE = "system"
 
     system: str = "case30"
-    data_profile: str = "default"                # which prepared dataset to read (its days / events)
-    region: int | None = None                    # buses (SCADA) / generators (PMU) in the region; None: default
-    window: int = 96                             # T (SCADA: 96 = one day of 15 min; PMU paper: 120 = 4 s)
-    stride: int = 8                              # between training windows
-    calibration_fraction: float = 0.1            # days / events for the 3σ calibration
-    test_fraction: float = 0.2                   # days / events held out for the tables
-    N: int = 100                                 # diffusion steps (paper: 100)
-    beta_start: float = 1e-3                     # linear β over N = 100 steps (1e-4..0.02 rescaled by 1000/N)
+    data_profile: str = "default"  # which prepared dataset to read (its days / events)
+    region: int | None = None  # buses (SCADA) / generators (PMU) in the region; None: default
+    window: int = 96  # T (SCADA: 96 = one day of 15 min; PMU paper: 120 = 4 s)
+    stride: int = 8  # between training windows
+    calibration_fraction: float = 0.1  # days / events for the 3σ calibration
+    test_fraction: float = 0.2  # days / events held out for the tables
+    N: int = 100  # diffusion steps (paper: 100)
+    beta_start: float = 1e-3  # linear β over N = 100 steps (1e-4..0.02 rescaled by 1000/N)
     beta_end: float = 0.2
-    layout: str = "channels"                     # "channels" or "image" (paper)
-    base: int = 32                               # U-Net width
+    layout: str = "channels"  # "channels" or "image" (paper)
+    base: int = 32  # U-Net width
     mults: tuple[int, ...] = (1, 2)
-    prediction: str = "epsilon_skip"             # the U-Net's output: "epsilon" or "epsilon_skip" (see notes)
+    prediction: str = "epsilon_skip"  # the U-Net's output: "epsilon" or "epsilon_skip" (see notes)
     # 3000 optimiser steps (default profile, PMU: 4000; see special_cases) of 16 windows, lr 1e-3 constant,
     # EMA 0.995, gradients clipped to norm 1
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        steps=3000, batch_size=16, lr=1e-3, lr_decay_every=None, ema_decay=0.995, grad_clip=1.0))
-    ov_samples: int = 64                         # training windows per timestep for eq. 28
-    s: int = 10                                  # DDIM subsequence length (paper: 10)
-    omega: float = 1.0                           # ω of eq. 33 (paper: 1.0)
-    R: int = 2                                   # resamplings per step in stage 2 (paper: 2)
-    sigma_k: float = 3.0                         # the 3σ test
-    max_flagged: float = 0.1                     # stage 2 runs when at least this share is flagged (paper: 10 %)
-    ratio: float = 0.1                           # modified ratio of the tables
-    n_test: int = 24                             # test windows per table row
-    table_s: tuple[int, ...] = (10, 20, 50)      # Table IV subsequence lengths
-    n_timing: int = 8                            # windows of Table IV
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            steps=3000, batch_size=16, lr=1e-3, lr_decay_every=None, ema_decay=0.995, grad_clip=1.0
+        )
+    )
+    ov_samples: int = 64  # training windows per timestep for eq. 28
+    s: int = 10  # DDIM subsequence length (paper: 10)
+    omega: float = 1.0  # ω of eq. 33 (paper: 1.0)
+    R: int = 2  # resamplings per step in stage 2 (paper: 2)
+    sigma_k: float = 3.0  # the 3σ test
+    max_flagged: float = 0.1  # stage 2 runs when at least this share is flagged (paper: 10 %)
+    ratio: float = 0.1  # modified ratio of the tables
+    n_test: int = 24  # test windows per table row
+    table_s: tuple[int, ...] = (10, 20, 50)  # Table IV subsequence lengths
+    n_timing: int = 8  # windows of Table IV
     omega_sweep: tuple[float, ...] = (0.1, 0.5, 1.0, 1.5, 2.0)
     R_sweep: tuple[int, ...] = (1, 2, 5, 10)
     ratio_sweep: tuple[float, ...] = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5)
-    n_sweep: int = 12                            # test windows per sweep point
-    baseline_steps: int = 500                    # optimiser steps of each baseline network
+    n_sweep: int = 12  # test windows per sweep point
+    baseline_steps: int = 500  # optimiser steps of each baseline network
     seed: int = 0
     device: str = "cpu"
 
@@ -104,8 +133,12 @@ class TSDMConfig(ChapterConfig):
         about 120 stable, keep improving held-out events up to a few thousand steps; on 40 events the priors
         memorised their training events past a few hundred); the ``ci`` profile's small regions."""
         pmu = cfg.system in PMU_SYSTEMS
-        out = {"data_profile": check_profile(profile), "window": 120 if pmu else 96, "stride": 10 if pmu else 8,
-               "train.steps": 4000 if pmu else 3000}
+        out = {
+            "data_profile": check_profile(profile),
+            "window": 120 if pmu else 96,
+            "stride": 10 if pmu else 8,
+            "train.steps": 4000 if pmu else 3000,
+        }
         if profile == "ci":
             out["region"] = 3 if pmu else 4
         return out

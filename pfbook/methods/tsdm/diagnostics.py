@@ -1,4 +1,5 @@
 """Diagnostics of a trained TSDM prior: per-channel reconstruction error, ε-loss by step, range checks."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,9 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pfbook.power.corruptions import paper_magnitudes
 from pfbook.methods.tsdm.method import TSDM
 from pfbook.methods.tsdm.windows import Windows
+from pfbook.power.corruptions import paper_magnitudes
 
 
 # ---------------------------------------------------------------------------------------- diagnostics
@@ -26,26 +27,30 @@ def channel_diagnostics(model: TSDM, windows: Windows, n: int | None = None, see
     from pfbook.power.corruptions import channel_scale
 
     clean = windows.test if n is None else windows.test[:n]
-    rms = np.sqrt(np.mean(windows.train ** 2, axis=(0, 2)))
+    rms = np.sqrt(np.mean(windows.train**2, axis=(0, 2)))
     x0 = model.recover(clean, two_stage=False, seed=seed).stage1
     unit = model.decode(torch.ones(1, *model.dm.layout.shape)) - model.decode(torch.zeros(1, *model.dm.layout.shape))
     threshold = model.cfg.sigma_k * model.residual_sigma * np.abs(unit[0, :, 0])
     scale = np.mean([channel_scale(w) for w in clean], axis=0)
     mags = paper_magnitudes(windows.channels)
     pct = lambda a: 100 * np.asarray(a) / np.maximum(rms, 1e-12)
-    return pd.DataFrame({
-        "rms": rms,
-        "std [%]": pct(windows.train.std(axis=(0, 2))),
-        "step change [%]": pct(np.sqrt(np.mean(np.diff(clean, axis=2) ** 2, axis=(0, 2)))),
-        "stage-1 residual [%]": pct(np.sqrt(np.mean((x0 - clean) ** 2, axis=(0, 2)))),
-        "3σ threshold [%]": pct(threshold),
-        "attacks [%]": [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(pct(mags[:, 0] * scale), pct(mags[:, 1] * scale))],
-    }, index=pd.Index(windows.channel_names(), name="channel"))
+    return pd.DataFrame(
+        {
+            "rms": rms,
+            "std [%]": pct(windows.train.std(axis=(0, 2))),
+            "step change [%]": pct(np.sqrt(np.mean(np.diff(clean, axis=2) ** 2, axis=(0, 2)))),
+            "stage-1 residual [%]": pct(np.sqrt(np.mean((x0 - clean) ** 2, axis=(0, 2)))),
+            "3σ threshold [%]": pct(threshold),
+            "attacks [%]": [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(pct(mags[:, 0] * scale), pct(mags[:, 1] * scale))],
+        },
+        index=pd.Index(windows.channel_names(), name="channel"),
+    )
 
 
 @torch.no_grad()
-def eps_loss_by_step(model: TSDM, windows: Windows, timesteps: Sequence[int] = (1, 10, 25, 50, 90),
-                     n: int = 64, seed: int = 0) -> pd.DataFrame:
+def eps_loss_by_step(
+    model: TSDM, windows: Windows, timesteps: Sequence[int] = (1, 10, 25, 50, 90), n: int = 64, seed: int = 0
+) -> pd.DataFrame:
     """The prior's ε-loss ||ε - ε_θ(x_t, t)||² / (M T) at a few diffusion steps, on training and on test windows.
 
     The training objective, measured per noise level on up to ``n`` windows of each split with the same noise: a
@@ -87,6 +92,8 @@ def range_check(windows: Windows, factor: float = 1.5) -> pd.DataFrame:
         return np.abs((x - mu[None, :, None]) / sd[None, :, None]).max(axis=(0, 2))
 
     tr, te = reach(windows.train), reach(windows.test)
-    out = pd.DataFrame({"train max |z|": tr, "test max |z|": te, "outside": te > factor * tr},
-                       index=pd.Index(windows.channel_names(), name="channel"))
+    out = pd.DataFrame(
+        {"train max |z|": tr, "test max |z|": te, "outside": te > factor * tr},
+        index=pd.Index(windows.channel_names(), name="channel"),
+    )
     return out.iloc[np.argsort(-(te / np.maximum(tr, 1e-12)), kind="stable")]

@@ -1,4 +1,5 @@
 """Figures of the TSDM chapter: traces (Figs. 8-13), sweeps (Figs. 14-15) and estimated states."""
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -7,11 +8,17 @@ import numpy as np
 import pandas as pd
 
 
-
-
 # ---------------------------------------------------------------------------------------- figures
-def plot_traces(truth: np.ndarray, corrupted: np.ndarray, recovered: Mapping[str, np.ndarray],
-                channels: Sequence[int], names: Sequence[str], dt: float, unit: str = "h", title: str = ""):
+def plot_traces(
+    truth: np.ndarray,
+    corrupted: np.ndarray,
+    recovered: Mapping[str, np.ndarray],
+    channels: Sequence[int],
+    names: Sequence[str],
+    dt: float,
+    unit: str = "h",
+    title: str = "",
+):
     """Clean / corrupted / recovered traces of a few channels of one window (Figs. 8-13)."""
     import matplotlib.pyplot as plt
 
@@ -53,8 +60,9 @@ def plot_sweep(omega: pd.Series, R: pd.DataFrame, ratios: pd.DataFrame):
     return fig
 
 
-def plot_states(states: Mapping[str, Mapping[str, np.ndarray]], row: int = 0, bus_ids: Sequence | None = None,
-                title: str = ""):
+def plot_states(
+    states: Mapping[str, Mapping[str, np.ndarray]], row: int = 0, bus_ids: Sequence | None = None, title: str = ""
+):
     """Figs. 8-10: the estimated |V| and θ of every bus at one time step (``row`` of :func:`state_estimation`'s
     states), the power-flow states against each variant's estimate (attacked, repaired by TSDM, by the GAN)."""
     import matplotlib.pyplot as plt
@@ -70,7 +78,7 @@ def plot_states(states: Mapping[str, Mapping[str, np.ndarray]], row: int = 0, bu
                 ax[k].plot(x, st[key][row], marker=".", lw=0.9, label=name)
         ax[k].set(xlabel="bus", ylabel=label)
         if bus_ids is not None and n <= 40:
-            ax[k].set_xticks(x[::max(1, n // 15)], [str(b) for b in list(bus_ids)[::max(1, n // 15)]])
+            ax[k].set_xticks(x[:: max(1, n // 15)], [str(b) for b in list(bus_ids)[:: max(1, n // 15)]])
     ax[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)

@@ -26,6 +26,7 @@ The method composes the measurement layer (:mod:`pfbook.power.measurements`, :mo
 The chapter's tables (I, III, IV), sweeps (Fig. 14, 15), traces (Figs. 8-13) and the state estimation
 before/after recovery are functions here; the baselines live in :mod:`pfbook.methods.tsdm.baselines`.
 """
+
 from __future__ import annotations
 
 import time
@@ -36,8 +37,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pfbook.diffusion import (ClampGuidance, Compose, ConvUNetDenoiser, DiffusionModel, Layout, NoiseCorrectionGuidance,
-                              Normaliser, ReplacementGuidance, Sampler, Trainer, make_sampler)
+from pfbook.diffusion import (
+    ClampGuidance,
+    Compose,
+    ConvUNetDenoiser,
+    DiffusionModel,
+    Layout,
+    NoiseCorrectionGuidance,
+    Normaliser,
+    ReplacementGuidance,
+    Sampler,
+    Trainer,
+    make_sampler,
+)
 from pfbook.io import DatasetError
 from pfbook.methods.tsdm.config import TSDMConfig
 from pfbook.methods.tsdm.windows import Windows
@@ -52,8 +64,9 @@ def _model_shape(cfg: TSDMConfig, M: int, T: int) -> tuple[int, ...]:
     raise ValueError(f"unknown layout {cfg.layout!r}; choose 'channels' or 'image'")
 
 
-def train_prior(cfg: TSDMConfig, windows: Windows, checkpoint: "str | Path | None" = None,
-                progress: bool = False) -> tuple["TSDM", Trainer | None]:
+def train_prior(
+    cfg: TSDMConfig, windows: Windows, checkpoint: "str | Path | None" = None, progress: bool = False
+) -> tuple["TSDM", Trainer | None]:
     """Train the measurement prior on clean windows (Sec. IV-A), estimate σ̄² (eq. 28) and calibrate the 3σ test.
 
     With ``checkpoint`` an existing checkpoint trained with the same configuration and data is loaded instead
@@ -76,8 +89,9 @@ def train_prior(cfg: TSDMConfig, windows: Windows, checkpoint: "str | Path | Non
     names = [f"{n} [t{j}]" for n in windows.channel_names() for j in range(T)]
     layout = Layout(features=tuple(names), grid=windows.system, shape=shape)
     torch.manual_seed(cfg.seed)
-    net = ConvUNetDenoiser(channels=M if cfg.layout == "channels" else 1, base=cfg.base, mults=cfg.mults,
-                           prediction=cfg.prediction)
+    net = ConvUNetDenoiser(
+        channels=M if cfg.layout == "channels" else 1, base=cfg.base, mults=cfg.mults, prediction=cfg.prediction
+    )
     trainer = Trainer(net, cfg.schedule(), x, cfg.train_config(), normaliser=normaliser, layout=layout)
     trainer.train(progress=progress)
     dm = trainer.result()
@@ -101,13 +115,40 @@ def _cache_key(cfg: TSDMConfig, windows: Windows) -> str:
     # the training settings as the key had them before they were nested (so cached priors stay valid), and any
     # other training setting where it differs from the chapter's default
     train, default = d.pop("train"), asdict(TSDMConfig().train)
-    d.update({k: v for k, v in train.items()
-              if k in ("steps", "batch_size", "lr", "ema_decay") or (k not in ("seed", "device") and v != default[k])})
-    for k in ("ratio", "n_test", "table_s", "n_timing", "omega_sweep", "R_sweep", "ratio_sweep", "n_sweep",
-              "baseline_steps", "device", "s", "omega", "R", "sigma_k", "max_flagged"):
+    d.update(
+        {
+            k: v
+            for k, v in train.items()
+            if k in ("steps", "batch_size", "lr", "ema_decay") or (k not in ("seed", "device") and v != default[k])
+        }
+    )
+    for k in (
+        "ratio",
+        "n_test",
+        "table_s",
+        "n_timing",
+        "omega_sweep",
+        "R_sweep",
+        "ratio_sweep",
+        "n_sweep",
+        "baseline_steps",
+        "device",
+        "s",
+        "omega",
+        "R",
+        "sigma_k",
+        "max_flagged",
+    ):
         d.pop(k, None)
-    blob = json.dumps({"cfg": d, "shape": list(windows.train.shape), "format": 2,   # 2: x̂_0 bound per channel
-                       "sum": float(np.round(windows.train.sum(), 6))}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "cfg": d,
+            "shape": list(windows.train.shape),
+            "format": 2,  # 2: x̂_0 bound per channel
+            "sum": float(np.round(windows.train.sum(), 6)),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -133,8 +174,14 @@ class Recovery:
 class TSDM:
     """A trained measurement prior with what the two stages need: σ̄² (in ``dm``), the 3σ residual scale."""
 
-    def __init__(self, dm: DiffusionModel, cfg: TSDMConfig, channels: Sequence[dict], residual_sigma: np.ndarray,
-                 meta: dict | None = None):
+    def __init__(
+        self,
+        dm: DiffusionModel,
+        cfg: TSDMConfig,
+        channels: Sequence[dict],
+        residual_sigma: np.ndarray,
+        meta: dict | None = None,
+    ):
         if dm.optimal_variance is None:
             raise ValueError("the prior has no optimal variance: estimate it (eq. 28) before building a TSDM")
         self.dm, self.cfg, self.channels = dm, cfg, list(channels)
@@ -155,8 +202,10 @@ class TSDM:
         if y.ndim == 2:
             y = y[None]
         if y.ndim != 3 or y.shape[1:] != (self.M, self.T):
-            raise ValueError(f"this model recovers windows of shape (M, T) = ({self.M}, {self.T}) (or a batch "
-                             f"(n, {self.M}, {self.T})) for {self.dm.layout.grid}; got {np.shape(y)}")
+            raise ValueError(
+                f"this model recovers windows of shape (M, T) = ({self.M}, {self.T}) (or a batch "
+                f"(n, {self.M}, {self.T})) for {self.dm.layout.grid}; got {np.shape(y)}"
+            )
         return y
 
     def encode(self, y: np.ndarray) -> torch.Tensor:
@@ -183,15 +232,17 @@ class TSDM:
         raise ValueError(f"unknown sampler kind {kind!r}; choose 'tsdm', 'ddim' or 'ddpm'")
 
     # ------------------------------------------------------------------ the two stages (model space)
-    def stage1(self, z: torch.Tensor, observed: torch.Tensor, omega: float, sampler: Sampler,
-               generator: torch.Generator) -> torch.Tensor:
+    def stage1(
+        self, z: torch.Tensor, observed: torch.Tensor, omega: float, sampler: Sampler, generator: torch.Generator
+    ) -> torch.Tensor:
         """Algorithm 1, lines 1-11: guided generation of x_0' from noise, ε̂ corrected toward y_0 (eq. 33)."""
         y0 = torch.where(observed, z, torch.zeros_like(z))
         guide = Compose(NoiseCorrectionGuidance(y0, omega=omega, mask=observed), self.clamp())
         return self.dm.sample(len(z), sampler, guidance=guide, generator=generator, denormalise=False)
 
-    def stage2(self, z: torch.Tensor, known: torch.Tensor, R: int, sampler: Sampler,
-               generator: torch.Generator) -> torch.Tensor:
+    def stage2(
+        self, z: torch.Tensor, known: torch.Tensor, R: int, sampler: Sampler, generator: torch.Generator
+    ) -> torch.Tensor:
         """Algorithm 1, lines 17-34: masked imputation, known entries re-noised from y_0, R resamplings per step."""
         values = torch.where(known, z, torch.zeros_like(z))
         guide = Compose(self.clamp(), ReplacementGuidance(known, values))
@@ -218,9 +269,19 @@ class TSDM:
         return (r > k * self.residual_sigma[None, :, None]) & self._flat(observed).astype(bool)
 
     # ------------------------------------------------------------------ the whole method
-    def recover(self, y0: np.ndarray, mask: np.ndarray | None = None, *, s: int | None = None,
-                omega: float | None = None, R: int | None = None, sampler: str = "tsdm", seed: int = 0,
-                batch_size: int = 64, two_stage: bool = True) -> Recovery:
+    def recover(
+        self,
+        y0: np.ndarray,
+        mask: np.ndarray | None = None,
+        *,
+        s: int | None = None,
+        omega: float | None = None,
+        R: int | None = None,
+        sampler: str = "tsdm",
+        seed: int = 0,
+        batch_size: int = 64,
+        two_stage: bool = True,
+    ) -> Recovery:
         """Repair measurement windows (Algorithm 1).
 
         ``y0`` is one window ``(M, T)`` or a batch ``(n, M, T)`` in physical units (per unit, rad), in the
@@ -246,12 +307,12 @@ class TSDM:
         out, flags, outl, st2, st1 = [], [], [], [], []
         for k in range(0, len(y), batch_size):
             gen = torch.Generator(device=self.dm.device).manual_seed(int(seed) * 7919 + k)
-            yb = np.where(missing[k:k + batch_size], 0.0, y[k:k + batch_size])
+            yb = np.where(missing[k : k + batch_size], 0.0, y[k : k + batch_size])
             z = self.encode(yb)
-            observed = ~torch.as_tensor(missing[k:k + batch_size].reshape(z.shape), device=z.device)
+            observed = ~torch.as_tensor(missing[k : k + batch_size].reshape(z.shape), device=z.device)
             x0 = self.stage1(z, observed, omega, smp, gen)
             det = self.outliers(z, x0, observed)
-            flagged = det | missing[k:k + batch_size]
+            flagged = det | missing[k : k + batch_size]
             rec = self.decode(x0)
             need = flagged.mean(axis=(1, 2)) >= self.cfg.max_flagged
             if two_stage and need.any():
@@ -259,15 +320,21 @@ class TSDM:
                 known = ~torch.as_tensor(flagged[idx].reshape(len(idx), *z.shape[1:]), device=z.device)
                 x2 = self.stage2(z[idx], known, R, smp, gen)
                 rec[idx] = self.decode(x2)
-                rec[idx] = np.where(flagged[idx], rec[idx], y[k:k + batch_size][idx])   # known entries exact
+                rec[idx] = np.where(flagged[idx], rec[idx], y[k : k + batch_size][idx])  # known entries exact
             out.append(rec)
             flags.append(flagged)
             outl.append(det)
             st2.append(need & two_stage)
             st1.append(self.decode(x0))
         sec = time.perf_counter() - t0
-        res = Recovery(np.concatenate(out), np.concatenate(flags), np.concatenate(outl), np.concatenate(st2),
-                       np.concatenate(st1), sec)
+        res = Recovery(
+            np.concatenate(out),
+            np.concatenate(flags),
+            np.concatenate(outl),
+            np.concatenate(st2),
+            np.concatenate(st1),
+            sec,
+        )
         if single:
             res = Recovery(res.x[0], res.flagged[0], res.outliers[0], res.stage2[:1], res.stage1[0], sec)
         return res
@@ -286,14 +353,20 @@ class TSDM:
         observed = torch.ones_like(z, dtype=torch.bool)
         x0 = self.stage1(z, observed, self.cfg.omega, smp, gen)
         r = self._flat(x0) - self._flat(z)
-        self.residual_sigma = np.maximum(np.sqrt(np.mean(r ** 2, axis=(0, 2))), 1e-3)
+        self.residual_sigma = np.maximum(np.sqrt(np.mean(r**2, axis=(0, 2))), 1e-3)
         return self.residual_sigma
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: "str | Path") -> Path:
         """One checkpoint: weights, schedule, normaliser, σ̄², the 3σ scales, the channels and the config."""
-        extra = {"tsdm": {"config": self.cfg.to_dict(), "channels": self.channels,
-                          "residual_sigma": self.residual_sigma.tolist(), "meta": self.meta}}
+        extra = {
+            "tsdm": {
+                "config": self.cfg.to_dict(),
+                "channels": self.channels,
+                "residual_sigma": self.residual_sigma.tolist(),
+                "meta": self.meta,
+            }
+        }
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return self.dm.save(path, extra=extra)
 
@@ -303,14 +376,17 @@ class TSDM:
         dm = DiffusionModel.load(path, device=device)
         info = dm.meta.get("tsdm")
         if info is None:
-            raise DatasetError(f"{Path(path).name} is a diffusion checkpoint without TSDM's settings; "
-                               f"train it with pfbook.methods.tsdm.train_prior")
-        d = {"prediction": "epsilon", **info["config"], "device": device}   # older checkpoints lack the prediction
+            raise DatasetError(
+                f"{Path(path).name} is a diffusion checkpoint without TSDM's settings; "
+                f"train it with pfbook.methods.tsdm.train_prior"
+            )
+        d = {"prediction": "epsilon", **info["config"], "device": device}  # older checkpoints lack the prediction
         return cls(dm, TSDMConfig.from_dict(d), info["channels"], np.asarray(info["residual_sigma"]), info.get("meta"))
 
 
-def recover(model: "TSDM | str | Path", y0: np.ndarray, mask: np.ndarray | None = None,
-            **kwargs) -> tuple[np.ndarray, np.ndarray]:
+def recover(
+    model: "TSDM | str | Path", y0: np.ndarray, mask: np.ndarray | None = None, **kwargs
+) -> tuple[np.ndarray, np.ndarray]:
     """Repair windows with a trained model (a :class:`TSDM` or its checkpoint): ``(repaired, flagged)``.
 
     ``y0`` ``(M, T)`` or ``(n, M, T)`` in physical units with NaN where lost; ``mask`` marks entries known to be

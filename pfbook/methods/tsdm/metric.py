@@ -1,10 +1,8 @@
 """The recovery metric of Pei, Wang, Shi & Wang (eq. 36): a channel-weighted RMSE."""
+
 from __future__ import annotations
 
-
 import numpy as np
-
-
 
 
 # ---------------------------------------------------------------------------------------- metric (eq. 36)

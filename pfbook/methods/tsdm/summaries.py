@@ -1,4 +1,5 @@
 """Published TSDM summaries (``book/results/<system>/``) and the tables across systems."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,17 +11,22 @@ from pfbook.config import check_profile
 from pfbook.io import DatasetError, read_summaries, write_summary
 from pfbook.methods.tsdm.config import TSDMConfig
 
-
 # ---------------------------------------------------------------------------------------- results
 SUMMARY_NAME = "tsdm-summary-{system}-{profile}.json"
 
 
-def save_summary(folder: "str | Path", tables: Mapping[str, pd.DataFrame], cfg: TSDMConfig, profile: str,
-                 extra: dict | None = None) -> Path:
+def save_summary(
+    folder: "str | Path", tables: Mapping[str, pd.DataFrame], cfg: TSDMConfig, profile: str, extra: dict | None = None
+) -> Path:
     """Write the tables with the configuration to ``folder/tsdm-summary-<system>-<profile>.json`` (atomically)."""
-    return write_summary(Path(folder) / SUMMARY_NAME.format(system=cfg.system, profile=check_profile(profile)), cfg,
-                         profile, {"system": cfg.system},
-                         tables={k: v.reset_index().to_dict(orient="records") for k, v in tables.items()}, **(extra or {}))
+    return write_summary(
+        Path(folder) / SUMMARY_NAME.format(system=cfg.system, profile=check_profile(profile)),
+        cfg,
+        profile,
+        {"system": cfg.system},
+        tables={k: v.reset_index().to_dict(orient="records") for k, v in tables.items()},
+        **(extra or {}),
+    )
 
 
 def tables_across(*folders: "str | Path", profile: str = "default", table: str = "table1") -> pd.DataFrame:
@@ -33,20 +39,21 @@ def tables_across(*folders: "str | Path", profile: str = "default", table: str =
     if table not in ("table1", "table3"):
         raise ValueError(f"unknown table {table!r}; choose 'table1' (SCADA) or 'table3' (PMU)")
     frames, seen = [], set()
-    for obj in read_summaries(folders, "tsdm-summary-*-{profile}.json", [check_profile(profile)],
-                              what="TSDM summary"):
+    for obj in read_summaries(folders, "tsdm-summary-*-{profile}.json", [check_profile(profile)], what="TSDM summary"):
         try:
             system = obj["system"] if table == "table1" else obj["pmu_case"]
             df = pd.DataFrame(obj["tables"][table]).set_index("index")
         except (KeyError, TypeError, ValueError) as err:
-            raise DatasetError(f"the {obj.get('system')} TSDM summary has no {table} ({err!r}); rerun the chapter "
-                               f"for it to rewrite the file") from None
+            raise DatasetError(
+                f"the {obj.get('system')} TSDM summary has no {table} ({err!r}); rerun the chapter "
+                f"for it to rewrite the file"
+            ) from None
         if system in seen:
             continue
         seen.add(system)
         df.index.name = "scenario"
         df = df.astype(float).assign(system=system, run=obj.get("created", "")[:10])
         if table == "table3":
-            df["SCADA run"] = obj.get("system", "")      # which chapter run the PMU table comes from
+            df["SCADA run"] = obj.get("system", "")  # which chapter run the PMU table comes from
         frames.append(df.reset_index().set_index(["system", "scenario"]))
     return pd.concat(frames) if frames else pd.DataFrame()

@@ -5,6 +5,7 @@ branches between them, T = 96 samples of 15 min; for PMU the channels of the fir
 (P_G, Q_G, I, γ, δ, E'_d, E'_q) and U, θ of their terminal buses, T samples at 30 Hz. Windows are split in time
 (SCADA: by day; PMU: by event) into training, calibration and test windows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,10 @@ class Windows:
 
     def describe(self) -> str:
         M, T = self.shape
-        return (f"{self.system} ({self.source.upper()}): M = {M} channels x T = {T} samples; "
-                f"{len(self.train)} training, {len(self.calibration)} calibration, {len(self.test)} test windows")
+        return (
+            f"{self.system} ({self.source.upper()}): M = {M} channels x T = {T} samples; "
+            f"{len(self.train)} training, {len(self.calibration)} calibration, {len(self.test)} test windows"
+        )
 
     def channel_names(self) -> list[str]:
         return [channel_name(c) for c in self.channels]
@@ -65,7 +68,7 @@ def _slide(series: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np
     if L < window:
         return np.zeros((0, series.shape[0], window)), np.zeros(0, dtype=int)
     starts = np.arange(0, L - window + 1, stride)
-    return np.stack([series[:, s:s + window] for s in starts]), starts
+    return np.stack([series[:, s : s + window] for s in starts]), starts
 
 
 def _split_counts(n: int, calibration: float, test: float) -> tuple[int, int, int]:
@@ -73,8 +76,10 @@ def _split_counts(n: int, calibration: float, test: float) -> tuple[int, int, in
     n_cal = max(1, int(round(calibration * n)))
     n_train = n - n_test - n_cal
     if n_train < 1:
-        raise DatasetError(f"{n} days/events are too few to split into training, calibration and test parts; "
-                           f"prepare a larger dataset (profile 'default')")
+        raise DatasetError(
+            f"{n} days/events are too few to split into training, calibration and test parts; "
+            f"prepare a larger dataset (profile 'default')"
+        )
     return n_train, n_cal, n_test
 
 
@@ -89,8 +94,14 @@ def scada_data(system: str, profile: str, out_dir: Path | None = None, progress:
     from pfbook.power.measurements import scada_dataset
 
     start_day, n_days = SCADA_DAYS[check_profile(profile)]
-    return scada_dataset(system, start_day=start_day, n_days=n_days, seed=0,
-                         out_dir=out_dir if out_dir is not None else data_dir(), progress=progress)
+    return scada_dataset(
+        system,
+        start_day=start_day,
+        n_days=n_days,
+        seed=0,
+        out_dir=out_dir if out_dir is not None else data_dir(),
+        progress=progress,
+    )
 
 
 def pmu_data(system: str, profile: str, out_dir: Path | None = None, progress: bool = False):
@@ -98,8 +109,9 @@ def pmu_data(system: str, profile: str, out_dir: Path | None = None, progress: b
     from pfbook.power.pmu import pmu_dataset
 
     n_events, t_end = PMU_EVENTS[check_profile(profile)]
-    return pmu_dataset(system, n_events, t_end=t_end, seed=0,
-                       out_dir=out_dir if out_dir is not None else data_dir(), progress=progress)
+    return pmu_dataset(
+        system, n_events, t_end=t_end, seed=0, out_dir=out_dir if out_dir is not None else data_dir(), progress=progress
+    )
 
 
 def load_windows(cfg: TSDMConfig, dataset=None, out_dir: Path | None = None, progress: bool = False) -> Windows:
@@ -116,45 +128,71 @@ def _scada_windows(cfg: TSDMConfig, ds) -> Windows:
 
     grid = ds.grid
     area = set(np.asarray(grid.bus_ids)[area_buses(grid, None, cfg.region_size)].tolist())
-    keep = [i for i, c in enumerate(ds.channels)
-            if (c.get("bus") in area) or ("branch" in c and c["from_bus"] in area and c["to_bus"] in area)]
-    y = np.asarray(ds.arrays["y0"], dtype=np.float64)[:, keep]            # (days, M, 96)
+    keep = [
+        i
+        for i, c in enumerate(ds.channels)
+        if (c.get("bus") in area) or ("branch" in c and c["from_bus"] in area and c["to_bus"] in area)
+    ]
+    y = np.asarray(ds.arrays["y0"], dtype=np.float64)[:, keep]  # (days, M, 96)
     D = y.shape[0]
     n_train, n_cal, n_test = _split_counts(D, cfg.calibration_fraction, cfg.test_fraction)
-    series = y.transpose(1, 0, 2).reshape(len(keep), -1)                    # (M, D*96), days are consecutive
+    series = y.transpose(1, 0, 2).reshape(len(keep), -1)  # (M, D*96), days are consecutive
     steps_per_day = y.shape[2]
     cut = np.cumsum([0, n_train, n_cal, n_test]) * steps_per_day
     if cfg.window > n_train * steps_per_day:
         raise DatasetError(f"a window of {cfg.window} steps is longer than the {n_train} training days")
-    train, _ = _slide(series[:, cut[0]:cut[1]], cfg.window, cfg.stride)
-    cal, _ = _slide(series[:, cut[1]:cut[2]], cfg.window, max(1, cfg.window // 2))
-    test, starts = _slide(series[:, cut[2]:cut[3]], cfg.window, max(1, cfg.window // 2))
+    train, _ = _slide(series[:, cut[0] : cut[1]], cfg.window, cfg.stride)
+    cal, _ = _slide(series[:, cut[1] : cut[2]], cfg.window, max(1, cfg.window // 2))
+    test, starts = _slide(series[:, cut[2] : cut[3]], cfg.window, max(1, cfg.window // 2))
     const = _constant(train)
     idx = np.asarray(keep)[~const]
-    return Windows(cfg.system, "scada", train[:, ~const], cal[:, ~const], test[:, ~const],
-                   [ds.channels[i] for i in idx], idx, starts + cut[2], ds)
+    return Windows(
+        cfg.system,
+        "scada",
+        train[:, ~const],
+        cal[:, ~const],
+        test[:, ~const],
+        [ds.channels[i] for i in idx],
+        idx,
+        starts + cut[2],
+        ds,
+    )
 
 
 def _pmu_windows(cfg: TSDMConfig, ds) -> Windows:
-    gens = [g["gen"] for g in ds.meta["generators"][:cfg.region_size]]
-    buses = {g["bus"] for g in ds.meta["generators"][:cfg.region_size]}
-    keep = [i for i, c in enumerate(ds.channels)
-            if c.get("gen") in gens or (c["kind"] in ("U", "theta") and c.get("bus") in buses)]
+    gens = [g["gen"] for g in ds.meta["generators"][: cfg.region_size]]
+    buses = {g["bus"] for g in ds.meta["generators"][: cfg.region_size]}
+    keep = [
+        i
+        for i, c in enumerate(ds.channels)
+        if c.get("gen") in gens or (c["kind"] in ("U", "theta") and c.get("bus") in buses)
+    ]
     ok = np.flatnonzero(np.asarray(ds.arrays["success"], dtype=bool))
-    data = np.asarray(ds.arrays["data"], dtype=np.float64)[ok][:, keep]     # (events, M, samples)
+    data = np.asarray(ds.arrays["data"], dtype=np.float64)[ok][:, keep]  # (events, M, samples)
     n_train, n_cal, n_test = _split_counts(len(data), cfg.calibration_fraction, cfg.test_fraction)
     if cfg.window > data.shape[2]:
         raise DatasetError(f"a window of {cfg.window} samples is longer than the {data.shape[2]} samples per event")
 
     def cut(events, stride):
         parts = [_slide(e, cfg.window, stride) for e in events]
-        return (np.concatenate([p[0] for p in parts]),
-                np.concatenate([k * 10**6 + p[1] for k, p in zip(range(len(events)), parts)]))
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([k * 10**6 + p[1] for k, p in zip(range(len(events)), parts)]),
+        )
 
     train, _ = cut(data[:n_train], cfg.stride)
-    cal, _ = cut(data[n_train:n_train + n_cal], max(1, cfg.window // 2))
-    test, starts = cut(data[n_train + n_cal:], max(1, cfg.window // 2))
+    cal, _ = cut(data[n_train : n_train + n_cal], max(1, cfg.window // 2))
+    test, starts = cut(data[n_train + n_cal :], max(1, cfg.window // 2))
     const = _constant(train)
     idx = np.asarray(keep)[~const]
-    return Windows(cfg.system, "pmu", train[:, ~const], cal[:, ~const], test[:, ~const],
-                   [ds.channels[i] for i in idx], idx, starts, ds)
+    return Windows(
+        cfg.system,
+        "pmu",
+        train[:, ~const],
+        cal[:, ~const],
+        test[:, ~const],
+        [ds.channels[i] for i in idx],
+        idx,
+        starts,
+        ds,
+    )
