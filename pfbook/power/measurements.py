@@ -129,66 +129,6 @@ def simbench_profiles(kind: str, names: Sequence[str]) -> tuple[np.ndarray, list
 # ---------------------------------------------------------------------- power flow
 
 
-def _pf_setup(Ybus, bus_type):
-    Y = np.asarray(Ybus.todense() if hasattr(Ybus, "todense") else Ybus, dtype=complex)
-    ref = np.flatnonzero(bus_type == 3)
-    if len(ref) == 0:
-        raise ValueError("the power flow needs a reference bus (bus_type 3)")
-    pv = np.flatnonzero(bus_type == 2)
-    pq = np.flatnonzero(bus_type == 1)
-    return Y, np.concatenate([pv, pq]), pq
-
-
-def _mismatch(Y, V, p, q, pvpq, pq):
-    S = V * np.conj(V @ Y.T)
-    return np.concatenate([S.real[:, pvpq] - p[:, pvpq], S.imag[:, pq] - q[:, pq]], axis=1)
-
-
-def _jacobian(Y, V, pvpq, pq):
-    """Dense power-flow Jacobians ``(B, npvpq + npq, npvpq + npq)`` at voltages ``V`` (B, n)."""
-    n = V.shape[1]
-    I = V @ Y.T
-    Vn = V / np.abs(V)
-    d = np.arange(n)
-    dS_dVa = 1j * V[:, :, None] * np.conj(-Y[None] * V[:, None, :])
-    dS_dVa[:, d, d] += 1j * V * np.conj(I)
-    dS_dVm = V[:, :, None] * np.conj(Y[None] * Vn[:, None, :])
-    dS_dVm[:, d, d] += np.conj(I) * Vn
-    a, b = np.ix_(pvpq, pvpq), np.ix_(pvpq, pq)
-    c, e = np.ix_(pq, pvpq), np.ix_(pq, pq)
-    top = np.concatenate([dS_dVa.real[:, a[0], a[1]], dS_dVm.real[:, b[0], b[1]]], axis=2)
-    bot = np.concatenate([dS_dVa.imag[:, c[0], c[1]], dS_dVm.imag[:, e[0], e[1]]], axis=2)
-    return np.concatenate([top, bot], axis=1)
-
-
-def _newton(Y, pvpq, pq, p, q, vm, va, tol, max_iter, chord: np.ndarray | None = None):
-    """Newton (or, with ``chord`` = an inverse Jacobian, chord) iterations in place on ``vm, va``."""
-    B = p.shape[0]
-    npvpq = len(pvpq)
-    V = vm * np.exp(1j * va)
-    F = _mismatch(Y, V, p, q, pvpq, pq)
-    it = np.zeros(B, dtype=int)
-    for _ in range(max_iter):
-        norm = np.abs(F).max(axis=1) if F.shape[1] else np.zeros(B)
-        idx = np.flatnonzero(~(norm <= tol) & np.isfinite(norm))
-        if idx.size == 0:
-            break
-        if chord is not None:
-            dx = -F[idx] @ chord.T
-        else:
-            try:
-                dx = np.linalg.solve(_jacobian(Y, V[idx], pvpq, pq), -F[idx][..., None])[..., 0]
-            except np.linalg.LinAlgError:
-                break
-        va[np.ix_(idx, pvpq)] += dx[:, :npvpq]
-        vm[np.ix_(idx, pq)] += dx[:, npvpq:]
-        V[idx] = vm[idx] * np.exp(1j * va[idx])
-        F[idx] = _mismatch(Y, V[idx], p[idx], q[idx], pvpq, pq)
-        it[idx] += 1
-    norm = np.abs(F).max(axis=1) if F.shape[1] else np.zeros(B)
-    return V, norm, it
-
-
 def newton_pf(Ybus, bus_type: np.ndarray, p: np.ndarray, q: np.ndarray, vm0: np.ndarray,
               tol: float = 1e-10, max_iter: int = 20, chord_iter: int = 40) -> dict[str, np.ndarray]:
     """Batched AC power flow: chord iterations from a shared Jacobian, then Newton-Raphson where needed.
@@ -204,47 +144,25 @@ def newton_pf(Ybus, bus_type: np.ndarray, p: np.ndarray, q: np.ndarray, vm0: np.
     Newton-Raphson (dense batched Jacobians, ``max_iter`` iterations at most) from a flat start. The
     result meets ``tol`` on the max-norm mismatch either way. Returns ``vm, va`` (B, n), the resulting
     injections ``p, q`` at every bus, ``success`` (B,) and ``iterations`` (B,: chord + Newton).
+    The iterations are those of the power-flow kernel, :func:`pfbook.power.powerflow.power_flow`.
     """
+    import torch
     from threadpoolctl import threadpool_limits
 
-    # the matrices are small: one BLAS thread each is fastest, and many times faster on a busy machine
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _newton_pf(Ybus, bus_type, p, q, vm0, tol, max_iter, chord_iter)
+    from pfbook.power.powerflow import DenseKernel, bus_roles, power_flow
 
-
-def _newton_pf(Ybus, bus_type, p, q, vm0, tol, max_iter, chord_iter):
-    Y, pvpq, pq = _pf_setup(Ybus, np.asarray(bus_type))
-    p = np.atleast_2d(np.asarray(p, float))
-    q = np.atleast_2d(np.asarray(q, float))
-    B, n = p.shape
-    vm = np.broadcast_to(np.asarray(vm0, float), (B, n)).copy()
-    va = np.zeros((B, n))
-    it = np.zeros(B, dtype=int)
-    norm = np.full(B, np.inf)
-    if chord_iter > 0 and B > 1:
-        vm_c, va_c = vm.mean(axis=0, keepdims=True), np.zeros((1, n))
-        Vc, nc, _ = _newton(Y, pvpq, pq, p.mean(axis=0, keepdims=True), q.mean(axis=0, keepdims=True),
-                            vm_c, va_c, tol, max_iter)
-        if nc[0] <= tol:
-            try:
-                Jinv = np.linalg.inv(_jacobian(Y, Vc, pvpq, pq)[0])
-            except np.linalg.LinAlgError:
-                Jinv = None
-            if Jinv is not None:
-                vm[:, pq] = vm_c[0, pq]
-                va[:] = va_c[0]
-                with np.errstate(all="ignore"):
-                    _, norm, it = _newton(Y, pvpq, pq, p, q, vm, va, tol, chord_iter, chord=Jinv)
-    redo = np.flatnonzero(~(norm <= tol))
-    if redo.size:
-        vm_r = np.broadcast_to(np.asarray(vm0, float), (B, n))[redo].copy()
-        va_r = np.zeros((redo.size, n))
-        _, norm_r, it_r = _newton(Y, pvpq, pq, p[redo], q[redo], vm_r, va_r, tol, max_iter)
-        vm[redo], va[redo], norm[redo], it[redo] = vm_r, va_r, norm_r, it[redo] + it_r
-    V = vm * np.exp(1j * va)
-    S = V * np.conj(V @ Y.T)
-    return dict(vm=np.abs(V), va=np.angle(V), p=S.real, q=S.imag, success=np.isfinite(norm) & (norm <= tol),
-                iterations=it)
+    _, pvpq, pq = bus_roles(bus_type)
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=float))
+    p, q = t(np.atleast_2d(p)), t(np.atleast_2d(q))
+    # the matrices are small: one thread each is fastest, and many times faster on a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            r = power_flow(DenseKernel.from_ybus(Ybus), p, q, t(vm0), pvpq, pq, tol, max_iter, chord_iter)
+    finally:
+        torch.set_num_threads(threads)
+    return {k: v.numpy() for k, v in r.items()}
 
 
 # ---------------------------------------------------------------------- spec
