@@ -12,6 +12,9 @@ with ``P_i + j Q_i`` the net injection at bus i (generation minus demand) and ``
 matrix: branches as pi models with taps and phase shifts, and bus shunts (MATPOWER manual, eq. 3.2-3.8).
 It is evaluated branch by branch with ``index_add`` rather than a dense ``Y @ V`` so that its cost grows
 with the number of branches, and in real arithmetic so that every dtype/device torch supports works.
+This is the differentiable form of S(V) = V ∘ conj(Y V); its derivatives and the Newton power flow live in
+the power-flow kernel, :mod:`pfbook.power.powerflow` (complex128 from Y, dense or sparse), and the tests check
+that the two evaluations of S(V) agree.
 """
 from __future__ import annotations
 

@@ -86,14 +86,40 @@ def _key(*index_sets) -> tuple:
     return tuple(tuple(np.asarray(torch.as_tensor(a).cpu()).tolist()) for a in index_sets)
 
 
+def _runs(a: np.ndarray, most: int = 8):
+    """An index array as runs of consecutive indices [(position, start, length)], or None if it has more than
+    ``most`` runs (then it is gathered)."""
+    cut = np.flatnonzero(np.diff(a) != 1) + 1
+    starts = np.r_[0, cut]
+    if len(starts) > most:
+        return None
+    lengths = np.diff(np.r_[starts, len(a)])
+    return [(int(p), int(a[p]), int(k)) for p, k in zip(starts, lengths) if k > 0]
+
+
 class _DenseBlock:
-    """Rows (P at ``pr``, Q at ``qr``) and columns (θ at ``tc``, |V| at ``vc``) of a dense Jacobian block."""
+    """Rows (P at ``pr``, Q at ``qr``) and columns (θ at ``tc``, |V| at ``vc``) of a dense Jacobian block, each
+    kept as a few runs of consecutive buses (copied as slices) or as an index tensor (gathered)."""
 
     def __init__(self, n: int, pr, qr, tc, vc, device):
-        idx = lambda a: None if len(a) == n and np.array_equal(a, np.arange(n)) else \
-            torch.as_tensor(a, dtype=torch.long, device=device)
-        self.pr, self.qr, self.tc, self.vc = idx(pr), idx(qr), idx(tc), idx(vc)
+        def part(a):
+            runs = _runs(a)
+            return runs if runs is not None else torch.as_tensor(a, dtype=torch.long, device=device)
+
+        self.pr, self.qr, self.tc, self.vc = part(pr), part(qr), part(tc), part(vc)
+        self.sizes = len(pr), len(qr), len(tc), len(vc)
         self.shape = (len(pr) + len(qr), len(tc) + len(vc))
+
+
+def _fill(out: torch.Tensor, a: torch.Tensor, rows, cols) -> None:
+    """out (b, len(rows), len(cols)) = a[:, rows][:, :, cols], rows and cols runs or index tensors."""
+    if isinstance(rows, torch.Tensor):
+        a, rows = a.index_select(1, rows), [(0, 0, len(rows))]
+    if isinstance(cols, torch.Tensor):
+        a, cols = a.index_select(2, cols), [(0, 0, len(cols))]
+    for pr, sr, lr in rows:
+        for pc, sc, lc in cols:
+            out[:, pr:pr + lr, pc:pc + lc] = a[:, sr:sr + lr, sc:sc + lc]
 
 
 class DenseKernel:
@@ -122,10 +148,13 @@ class DenseKernel:
 
     def jacobian(self, V: torch.Tensor, blk: _DenseBlock):
         I, S, dVa, dVm = _dsbus_dv(self.Y, V)
-        pick = lambda a, cols: a if cols is None else a[:, :, cols]
-        Jc = torch.cat([pick(dVa, blk.tc), pick(dVm, blk.vc)], dim=2)
-        rows = lambda a, r: a if r is None else a[:, r]
-        return I, S, torch.cat([rows(Jc.real, blk.pr), rows(Jc.imag, blk.qr)], dim=1)
+        nP, nQ, nT, nV = blk.sizes
+        J = V.real.new_empty(len(V), nP + nQ, nT + nV)
+        _fill(J[:, :nP, :nT], dVa.real, blk.pr, blk.tc)
+        _fill(J[:, :nP, nT:], dVm.real, blk.pr, blk.vc)
+        _fill(J[:, nP:, :nT], dVa.imag, blk.qr, blk.tc)
+        _fill(J[:, nP:, nT:], dVm.imag, blk.qr, blk.vc)
+        return I, S, J
 
     def solve(self, blk: _DenseBlock, J: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         x, info = torch.linalg.solve_ex(J, rhs.unsqueeze(-1))
@@ -278,8 +307,8 @@ def newton_power_flow(kernel, vm: torch.Tensor, va: torch.Tensor, p: torch.Tenso
     Returns the final mismatch norm (b,) and the iterations taken (b,).
     """
     dev = vm.device
-    pvpq = torch.as_tensor(np.asarray(pvpq), dtype=torch.long, device=dev)
-    pq = torch.as_tensor(np.asarray(pq), dtype=torch.long, device=dev)
+    pvpq = torch.as_tensor(pvpq, dtype=torch.long, device=dev)
+    pq = torch.as_tensor(pq, dtype=torch.long, device=dev)
     blk = kernel.block(pvpq, pq, pvpq, pq)
     k = len(pvpq)
 
@@ -344,7 +373,7 @@ def power_flow(kernel, p: torch.Tensor, q: torch.Tensor, vm0: torch.Tensor, pvpq
             blk = kernel.block(pvpq, pq, pvpq, pq)
             Jinv, info = torch.linalg.inv_ex(kernel.dense(blk, kernel.jacobian(torch.polar(vm_c, va_c), blk)[2])[0])
             if int(info) == 0:
-                pq_t = torch.as_tensor(np.asarray(pq), dtype=torch.long, device=p.device)
+                pq_t = torch.as_tensor(pq, dtype=torch.long, device=p.device)
                 vm[:, pq_t] = vm_c[0, pq_t]
                 va[:] = va_c[0]
                 nrm, it = newton_power_flow(kernel, vm, va, p, q, pvpq, pq, tol, chord_iter, chord=Jinv)
