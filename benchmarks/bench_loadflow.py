@@ -8,16 +8,23 @@ failures, median KKT iterations, and the largest difference between the two back
 starts both solved). The sparse backend also runs with the careful Levenberg-Marquardt setting (``lm_stall=1e-10``:
 every penalty weight run to its last iteration) next to the default (1e-6, failures retried carefully), and with
 the warm starts split over ``--workers`` processes (default: one per CPU core) next to one process. Single-threaded
-by default, as a CPU worker of the book build runs. Usage::
+by default, as a CPU worker of the book build runs. With ``--against OTHER/pfbook/power/loadflow.py`` it instead
+loads that other version of the solver next to this one and solves the batch with each in turn, in one process
+(``--repeat`` times, alternating which goes first), and prints per backend the wall and CPU seconds of every run
+and the ratio of solves per second, this version over the other (medians), with the largest difference between
+their solutions. Usage::
 
     python benchmarks/bench_loadflow.py                          # case118, 250 warm starts
     python benchmarks/bench_loadflow.py --grid case57 --batch 500 --threads 2 --workers 4
+    python benchmarks/bench_loadflow.py --against ../old/pfbook/power/loadflow.py --repeat 2
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
+import sys
 import time
 
 import numpy as np
@@ -47,6 +54,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--backends", nargs="+", default=["dense", "sparse"], choices=["dense", "sparse"])
     ap.add_argument("--workers", type=int, default=None, help="processes for the split solve (default: CPU cores)")
+    ap.add_argument("--against", metavar="LOADFLOW_PY", help="another version's loadflow.py to time this one against")
+    ap.add_argument("--repeat", type=int, default=2, help="solves per version and backend with --against")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -55,6 +64,8 @@ def main(argv=None) -> None:
         f"torch {torch.__version__}, CPU ({platform.processor() or platform.machine()}), {args.threads} thread(s); "
         f"{args.grid}, {args.batch} warm starts (test records, noise {args.noise}, seed {args.seed})"
     )
+    if args.against:
+        return against(args, (pg, qg, pd, qd))
     results = {}
     for backend in args.backends:
         t0 = time.perf_counter()
@@ -105,6 +116,37 @@ def main(argv=None) -> None:
             f"speed-up sparse/dense: {a.seconds / b.seconds:.1f}x; same converged flags: "
             f"{np.array_equal(a.converged, b.converged)}; largest |dense - sparse| over {int(both.sum())} "
             "warm starts solved by both: " + ", ".join(f"{k} {v:.1e}" for k, v in diff.items())
+        )
+
+
+def against(args, batch) -> None:
+    """This version of the solver against ``args.against``, solved in turn in this process (one worker)."""
+    import pfbook.power.loadflow as this
+
+    spec = importlib.util.spec_from_file_location("other_loadflow", args.against)
+    if spec is None:
+        raise SystemExit(f"--against must name a loadflow.py file; got {args.against!r}")
+    other = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = other  # dataclasses look their module up while it loads
+    spec.loader.exec_module(other)
+    for backend in args.backends:
+        runs: dict[str, list] = {"this": [], "other": []}
+        for i in range(args.repeat):
+            order = [("this", this), ("other", other)] if i % 2 else [("other", other), ("this", this)]
+            for label, mod in order:
+                lf = mod.LoadFlowProblem(args.grid, backend=backend)
+                c0, w0 = time.process_time(), time.perf_counter()
+                r = lf.solve(*batch, workers=1)
+                cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+                runs[label].append((wall, cpu, r))
+                print(f"{backend:>6} {label:>5}: wall {wall:7.2f} s, CPU {cpu:7.2f} s, {r.n_failed} failed")
+        med = lambda label, k, runs=runs: float(np.median([run[k] for run in runs[label]]))
+        a, b = runs["this"][0][2], runs["other"][0][2]
+        diff = max(float(np.abs(getattr(a, key) - getattr(b, key)).max()) for key in ("pg", "qg", "v", "theta"))
+        print(
+            f"{backend}: solves per second, this version over the other (medians): wall "
+            f"{med('other', 0) / med('this', 0):.3f}, CPU {med('other', 1) / med('this', 1):.3f}; same converged "
+            f"flags: {np.array_equal(a.converged, b.converged)}; largest |this - other| {diff:.1e}"
         )
 
 

@@ -35,22 +35,26 @@ convergence) with a backtracking search on the KKT residual norm. Everything run
 warm starts, on CPU or CUDA. A warm start whose KKT residual does not fall below ``tol`` within ``max_iter``
 iterations is reported as failed (:attr:`LoadFlowResult.converged`), never silently kept.
 
-**Backends.** ``backend="dense"`` runs all of the above batched in torch with dense (B, n, n) derivatives and
-dense LU (``torch.linalg.solve_ex``), on CPU or CUDA. ``backend="sparse"`` (CPU only) runs the same three stages,
-stopping rules and tolerances in NumPy/SciPy on the sparsity pattern of Ybus (plus diagonal): the values of
-∂S/∂θ, ∂S/∂|V| and Σ μ_i ∇²S_i are arrays (B, nnz) computed for the whole batch at once, and so are those of
-the Levenberg-Marquardt normal matrix Jᵀ W J (products of entry pairs within each row of J) and of the KKT
-matrix. The power-flow Jacobians and the KKT matrices of a batch are factored as one block-diagonal matrix by
-SuperLU (``scipy.sparse.linalg.splu``); the SPD normal matrices get a fill-reducing ordering computed once per
-grid and, in batches of at least 32, a sparse Cholesky factorisation vectorised over the batch (SuperLU in that
-order for smaller batches). The two backends agree to rounding (below 1e-9 from case14 to case118).
-``backend="auto"`` (the default) takes the sparse one on the CPU for grids of more than :data:`SPARSE_ABOVE` = 30
-buses, the dense one otherwise.
+**Backends.** The three stages, their stopping rules and tolerances are written once, in torch, over a small
+backend interface (:class:`_DenseBackend`): the state S(x), J = ∂S/∂x at x, the product Jᵀu, the
+Levenberg-Marquardt step and the KKT Newton step. S(V), its derivatives and the Newton power flow of stage (i)
+come from the power-flow kernel :mod:`pfbook.power.powerflow`. ``backend="dense"`` keeps J as dense (B, 2n, n_x)
+tensors and solves with dense LU (``torch.linalg.solve_ex``), on CPU or CUDA. ``backend="sparse"`` (CPU only)
+works on the sparsity pattern of Ybus (plus diagonal): the values of ∂S/∂θ, ∂S/∂|V| and Σ μ_i ∇²S_i are arrays
+(B, nnz) computed in NumPy for the whole batch at once (behind zero-copy tensors), and so are those of the
+Levenberg-Marquardt normal matrix Jᵀ W J (products of entry pairs within each row of J) and of the KKT matrix.
+The power-flow Jacobians and the KKT matrices of a batch are factored as one block-diagonal matrix by SuperLU
+(``scipy.sparse.linalg.splu``); the SPD normal matrices get a fill-reducing ordering computed once per grid and,
+in batches of at least 32, a sparse Cholesky factorisation vectorised over the batch (SuperLU in that order for
+smaller batches; :mod:`pfbook.power.blocksolve`). The two backends agree to rounding (below 1e-9 from case14 to
+case118). ``backend="auto"`` (the default) takes the sparse one on the CPU for grids of more than
+:data:`SPARSE_ABOVE` = 30 buses, the dense one otherwise.
 
 :func:`reference_solve` solves the same problem with Ipopt in the full space (all four variable groups,
 all 2 n_bus balance equations written branch by branch with :func:`pfbook.power.physics.nodal_mismatch`, a quasi-
 Newton Hessian): an independent formulation, algorithm and code path to check the batched solver against.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -60,22 +64,32 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 import torch
 from threadpoolctl import threadpool_limits
 
 from pfbook.config import available_cpus
+from pfbook.power.blocksolve import CHOLESKY_MIN as _CHOLESKY_MIN  # noqa: F401  (re-exported)
+from pfbook.power.blocksolve import BlockSystem
+from pfbook.power.blocksolve import BlockSystem as _BlockSystem  # noqa: F401  (re-exported)
 from pfbook.power.grids import Grid, load_grid
 from pfbook.power.physics import grid_tensors, nodal_mismatch
+from pfbook.power.powerflow import DenseKernel, SparseKernel, d2sbus_dv2, dsbus_dv, newton_power_flow
 
-__all__ = ["SPARSE_ABOVE", "LoadFlowProblem", "LoadFlowResult", "solve_load_flow", "reference_solve",
-           "compare_with_reference", "dsbus_dv", "d2sbus_dv2", "worker_count"]
+__all__ = [
+    "SPARSE_ABOVE",
+    "LoadFlowProblem",
+    "LoadFlowResult",
+    "solve_load_flow",
+    "reference_solve",
+    "compare_with_reference",
+    "dsbus_dv",
+    "d2sbus_dv2",
+    "worker_count",
+]
 
 
 #: ``backend="auto"`` uses the sparse backend on the CPU for grids with more buses than this
 SPARSE_ABOVE = 30
-#: batches of at least this many SPD systems are factored by :class:`_BatchedCholesky`, smaller ones by SuperLU
-_CHOLESKY_MIN = 32
 #: with ``workers`` > 1, each worker process gets at least this many warm starts (fewer workers otherwise)
 MIN_ROWS_PER_WORKER = 64
 
@@ -87,42 +101,12 @@ def worker_count(workers: "int | None", batch: int, device: "str | torch.device"
     if workers is None:
         workers = available_cpus()
     if not (isinstance(workers, (int, np.integer)) and workers >= 1):
-        raise ValueError(f"workers must be a whole number of processes, at least 1 (or None: one per CPU core); "
-                         f"got {workers!r}")
+        raise ValueError(
+            f"workers must be a whole number of processes, at least 1 (or None: one per CPU core); got {workers!r}"
+        )
     if torch.device(device).type != "cpu" or "fork" not in multiprocessing.get_all_start_methods():
         return 1
     return min(int(workers), max(1, batch // MIN_ROWS_PER_WORKER))
-
-
-# ---------------------------------------------------------------------------------------- derivatives
-def dsbus_dv(Y: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(S, ∂S/∂θ, ∂S/∂|V|) of S = V ⊙ conj(Y V), batched over V (B, n); MATPOWER's ``dSbus_dV`` (polar)."""
-    I = V @ Y.T
-    Vn = V / V.abs()
-    YV = Y * V[:, None, :]
-    dVa = 1j * V[:, :, None] * (torch.diag_embed(I) - YV).conj()
-    dVm = V[:, :, None] * (Y * Vn[:, None, :]).conj() + torch.diag_embed(I.conj() * Vn)
-    return V * I.conj(), dVa, dVm
-
-
-def d2sbus_dv2(Y: torch.Tensor, V: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """Σ_i lam_i ∇²S_i with respect to (θ, |V|), complex (B, 2n, 2n); MATPOWER's ``d2Sbus_dV2``, batched.
-
-    The real part for real ``lam`` is the Hessian of lamᵀ Re S, the imaginary part that of lamᵀ Im S.
-    """
-    I = V @ Y.T
-    lamV = lam * V
-    C = lamV[:, :, None] * (Y * V[:, None, :]).conj()
-    D = Y.conj().T[None] * V[:, None, :]
-    E = V.conj()[:, :, None] * (D * lam[:, None, :] - torch.diag_embed((D @ lam[:, :, None]).squeeze(-1)))
-    F = C - torch.diag_embed(lamV * I.conj())
-    G = (1.0 / V.abs())
-    Gaa = E + F
-    Gva = 1j * G[:, :, None] * (E - F)
-    Gvv = G[:, :, None] * (C + C.transpose(1, 2)) * G[:, None, :]
-    top = torch.cat([Gaa, Gva.transpose(1, 2)], dim=2)
-    bottom = torch.cat([Gva, Gvv], dim=2)
-    return torch.cat([top, bottom], dim=1)
 
 
 def _where(mask: torch.Tensor, a, b):
@@ -132,247 +116,147 @@ def _where(mask: torch.Tensor, a, b):
     return torch.where(mask.view(-1, *[1] * (a.dim() - 1)), a, b)
 
 
-# ---------------------------------------------------------------------------------------- sparse kernels
-def _csc(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
-    """CSC layout of one block's distinct entries (row, col): (order, indices, indptr), ``order`` the permutation
-    of the entries into CSC order."""
-    order = np.lexsort((rows, cols))
-    indptr = np.r_[0, np.cumsum(np.bincount(cols, minlength=shape[1]))]
-    return order, rows[order], indptr
+# ---------------------------------------------------------------------------------------- backends
+class _DenseBackend:
+    """The load flow's linear algebra in dense torch (CPU or CUDA): J (b, 2n, n_x) tensors, dense LU.
+
+    A backend gives, for voltages V (b, n): ``state(V)`` → (I, S (b, 2n) real, P then Q, J = ∂S/∂x in the
+    backend's form); ``jt(J, u)`` → Jᵀ u (b, n_x); ``lm_step(J, w, r, lam)`` → the Levenberg-Marquardt step
+    dx with (Jᵀ W J + lam (diag(Jᵀ W J) + 1e-9)) dx = -Jᵀ W r; ``kkt_step(V, I, J, mu, F)`` → the KKT Newton step
+    (NaN rows where the system is singular); and ``kernel``, the power-flow kernel of
+    :mod:`pfbook.power.powerflow` it uses.
+    """
+
+    def __init__(self, lf: "LoadFlowProblem"):
+        self.lf = lf
+        self.kernel = DenseKernel(lf.Y)
+        n = lf.n
+        self.block = self.kernel.block(np.arange(n), np.arange(n), lf.nonref.cpu().numpy(), np.arange(n))
+        self.eye = torch.eye(lf.n_x, dtype=torch.float64, device=lf.device)
+
+    def state(self, V):
+        I, S, J = self.kernel.jacobian(V, self.block)
+        return I, torch.cat([S.real, S.imag], dim=1), J
+
+    def jt(self, J, u):
+        return (J.transpose(1, 2) @ u[:, :, None]).squeeze(-1)
+
+    def lm_step(self, J, w, r, lam):
+        JW = J * w[None, :, None]
+        A = J.transpose(1, 2) @ JW
+        grad = (JW.transpose(1, 2) @ r[:, :, None]).squeeze(-1)
+        d = A.diagonal(dim1=1, dim2=2)
+        M = A + lam[:, None, None] * (torch.diag_embed(d) + 1e-9 * self.eye)
+        dx, info = torch.linalg.solve_ex(M, -grad.unsqueeze(-1))
+        return dx.squeeze(-1)
+
+    def kkt_step(self, V, I, J, mu, F):
+        """Solves [[K + J_Gᵀ D⁻¹ J_G, J_Nᵀ], [J_N, 0]] step = -F (see the module docstring)."""
+        lf, n = self.lf, self.lf.n
+        JG = J[:, lf.rows_G]
+        H = JG.transpose(1, 2) @ (JG * lf.inv_count[lf.rows_G][None, :, None])
+        # d2Sbus is linear in lam: Re H(μ_P) + Im H(μ_Q) = Re H(μ_P - j μ_Q), one call
+        K = self.kernel.hessian(V, torch.complex(mu[:, :n], -mu[:, n:])).real[:, lf.cols][:, :, lf.cols]
+        H = H + K
+        JN = J[:, lf.rows_N]
+        B, m = len(J), lf.n_mu
+        top = torch.cat([H, JN.transpose(1, 2)], dim=2)
+        bottom = torch.cat([JN, J.new_zeros(B, m, m)], dim=2)
+        step, info = torch.linalg.solve_ex(torch.cat([top, bottom], dim=1), -F.unsqueeze(-1))
+        step = step.squeeze(-1)
+        return torch.where((info != 0)[:, None], torch.full_like(step, float("nan")), step)
 
 
-def _block_diag(vals: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]) -> sp.csc_matrix:
-    """Block-diagonal CSC matrix of ``len(vals)`` blocks sharing one pattern, values (b, nnz) in CSC order."""
-    b, nnz = vals.shape
-    m, k = shape
-    ind = (indices[None, :] + m * np.arange(b)[:, None]).ravel()
-    ptr = np.r_[(indptr[None, :-1] + nnz * np.arange(b)[:, None]).ravel(), b * nnz]
-    return sp.csc_matrix((vals.ravel(), ind, ptr), shape=(b * m, b * k))
+class _SparseBackend:
+    """The load flow's linear algebra on the sparsity pattern of Ybus (CPU; see :class:`_DenseBackend` for the
+    interface). J is the values (b, nnz_J) of the kernel's block (P and Q of every bus; θ of the non-reference
+    buses, |V| of all), computed in NumPy for the batch at once; so are the values of the normal matrix Jᵀ W J
+    (products of entry pairs within each row of J, lower triangle, mirrored) and of the KKT matrix
+    [[H, J_Nᵀ], [J_N, 0]], H on the normal matrix's pattern. The normal matrices are solved by
+    :class:`~pfbook.power.blocksolve.BlockSystem` as SPD (batched Cholesky), the KKT matrices by SuperLU."""
 
-
-class _BatchedCholesky:
-    """Sparse Cholesky factorisation L Lᵀ of many SPD matrices of one pattern (already in a fill-reducing order),
-    vectorised over the batch: a column loop in Python, each step a NumPy operation on all matrices at once
-    (values stored (nnz, b)). Cheaper than a sparse LU per matrix once the batch is a few dozen."""
-
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, m: int):
-        low = rows >= cols
-        struct = [set() for _ in range(m)]
-        for i, j in zip(rows[low & (rows > cols)], cols[low & (rows > cols)]):
-            struct[j].add(int(i))
-        for j in range(m):                                        # symbolic factorisation: fill of column j
-            if struct[j]:
-                p = min(struct[j])
-                struct[p] |= struct[j] - {p}
-        self.rows = [np.array(sorted(s), dtype=np.int64) for s in struct]
-        self.start = np.r_[0, np.cumsum([1 + len(r) for r in self.rows])]
-        self.m, self.nnz = m, int(self.start[-1])
-
-        # L's entries column by column, diagonal first: their keys col * m + row are sorted
-        keys = np.concatenate([j * m + np.r_[j, r] for j, r in enumerate(self.rows)])
-        pos = lambda i, j: np.searchsorted(keys, j * m + i)      # position of L[i, j], i >= j
-        self.entries = np.flatnonzero(low)
-        self.entry_pos = pos(rows[low], cols[low])
-        self.updates = []
-        for j in range(m):
-            r = self.rows[j]
-            a, c = np.tril_indices(len(r))
-            self.updates.append((a, c, pos(r[a], r[c])))
-
-    def factor(self, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """L's values (nnz_L, b) for values (b, nnz) in the caller's entry order, and which matrices failed
-        (a pivot not positive and finite)."""
-        L = np.zeros((self.nnz, len(vals)))
-        L[self.entry_pos] = vals[:, self.entries].T
-        bad = np.zeros(len(vals), dtype=bool)
-        for j in range(self.m):
-            s, e = self.start[j], self.start[j + 1]
-            d = L[s]
-            bad |= ~(d > 0) | ~np.isfinite(d)
-            d = np.sqrt(np.where(bad, 1.0, d))
-            L[s] = d
-            if e > s + 1:
-                col = L[s + 1:e]
-                col /= d
-                a, c, tgt = self.updates[j]
-                L[tgt] -= col[a] * col[c]
-        return L, bad
-
-    def solve(self, L: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-        """x (b, m) with L Lᵀ x = rhs (b, m)."""
-        y = np.ascontiguousarray(rhs.T)
-        for j in range(self.m):
-            s, e = self.start[j], self.start[j + 1]
-            y[j] /= L[s]
-            if e > s + 1:
-                y[self.rows[j]] -= L[s + 1:e] * y[j]
-        for j in range(self.m - 1, -1, -1):
-            s, e = self.start[j], self.start[j + 1]
-            if e > s + 1:
-                y[j] -= (L[s + 1:e] * y[self.rows[j]]).sum(0)
-            y[j] /= L[s]
-        return y.T
-
-
-class _BlockSystem:
-    """Square systems (m x m) of one sparsity pattern, one per warm start, solved together. Values come in the
-    caller's entry order (``rows``, ``cols``). General systems: one sparse LU (SuperLU) of their block-diagonal
-    matrix. Symmetric positive definite ones (``spd``): a fill-reducing symmetric ordering computed once here
-    (SuperLU's minimum degree on A + Aᵀ), then :class:`_BatchedCholesky` for batches of at least
-    :data:`_CHOLESKY_MIN` (and for the rest, or where a pivot is not positive, SuperLU in that fixed order)."""
-
-    def __init__(self, rows: np.ndarray, cols: np.ndarray, m: int, spd: bool):
-        self.m, self.spd = m, spd
-        pc = np.arange(m)
-        self.opts: dict = {}
-        if spd:
-            deg = np.bincount(rows, minlength=m)
-            one = sp.csc_matrix((np.where(rows == cols, deg[rows] + 1.0, -1.0), (rows, cols)), shape=(m, m))
-            pc = spla.splu(one, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                           options=dict(SymmetricMode=True)).perm_c
-            self.opts = dict(permc_spec="NATURAL", diag_pivot_thresh=0.01, options=dict(SymmetricMode=True))
-            self.chol = _BatchedCholesky(pc[rows], pc[cols], m)
-        self.pc, self.ip = pc, np.argsort(pc)
-        self.order, self.ind, self.ptr = _csc(pc[rows], pc[cols], (m, m))
-
-    def solve(self, vals: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-        """Solutions (b, m) for values (b, nnz) and right-hand sides (b, m); rows of singular (or non-finite)
-        systems come back NaN."""
-        out = np.full(rhs.shape, np.nan)
-        idx = np.flatnonzero(np.isfinite(vals).all(1) & np.isfinite(rhs).all(1))
-        if self.spd and len(idx) >= _CHOLESKY_MIN:
-            L, bad = self.chol.factor(vals[idx])
-            with np.errstate(all="ignore"):
-                x = self.chol.solve(L, rhs[idx][:, self.ip])[:, self.pc]
-            out[idx[~bad]] = x[~bad]
-            idx = idx[bad]
-        if len(idx):
-            out[idx] = self._lu(vals[idx], rhs[idx])
-        return out
-
-    def _lu(self, vals: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-        b, m = rhs.shape
-        try:
-            lu = spla.splu(_block_diag(vals[:, self.order], self.ind, self.ptr, (m, m)), **self.opts)
-            return lu.solve(rhs[:, self.ip].ravel()).reshape(-1, m)[:, self.pc]
-        except RuntimeError:                           # exactly singular: find the system(s), one at a time
-            if b == 1:
-                return np.full((1, m), np.nan)
-            return np.concatenate([self._lu(vals[i:i + 1], rhs[i:i + 1]) for i in range(b)])
-
-
-class _SparseKernels:
-    """S(x), J = ∂S/∂x, Jᵀ W J and Σ μ_i ∇²S_i on the fixed sparsity pattern of Ybus, vectorised over a batch:
-    values are float64 arrays (b, nnz), entries in a fixed order per matrix (``J_rows``/``J_cols``,
-    ``A_rows``/``A_cols``), and the linear systems of the three stages (:class:`_BlockSystem`) built once."""
-
-    def __init__(self, Y: sp.spmatrix, ref: int, rows_N: np.ndarray):
-        n = Y.shape[0]
-        Y = sp.csr_matrix(Y, dtype=complex)
-        self.Y, self.YH = Y, Y.conj().T.tocsr()
-        P = (abs(Y) + abs(Y.T) + sp.eye(n)).tocoo()          # pattern of Y ∪ Yᵀ ∪ diagonal
-        pr, pc = P.row.astype(np.int64), P.col.astype(np.int64)
-        o = np.lexsort((pc, pr))
-        pr, pc = pr[o], pc[o]
-        self.pr, self.pc = pr, pc
-        self.yP = np.asarray(Y[pr, pc]).ravel()
-        self.yT = np.asarray(Y[pc, pr]).ravel()
-        key = pr * n + pc
-        self.diag = np.searchsorted(key, np.arange(n) * (n + 1))           # position of (i, i)
-        self.tpos = np.searchsorted(key, pc * n + pr)                      # position of (c, r)
-        n_x = 2 * n - 1
-        # J (2n x n_x): rows P then Q, columns θ of non-reference buses then |V|; raw entries [dθ, dθ, d|V|, d|V|]
-        th = np.where(pc < ref, pc, pc - 1)
-        rows = np.r_[pr, n + pr, pr, n + pr]
-        cols = np.r_[th, th, n - 1 + pc, n - 1 + pc]
-        keep = np.r_[pc != ref, pc != ref, np.ones(2 * len(pr), bool)]
-        raw = np.flatnonzero(keep)
-        self.J_raw = raw[np.lexsort((rows[raw], cols[raw]))]               # raw entry of each entry of J
-        self.J_rows, self.J_cols = rows[self.J_raw], cols[self.J_raw]
-        self.J_shape = (2 * n, n_x)
-        nJ = len(self.J_raw)
-        self.JT = sp.csr_matrix((np.ones(nJ), (np.arange(nJ), self.J_cols)), shape=(nJ, n_x))   # Jᵀu scatter
+    def __init__(self, lf: "LoadFlowProblem"):
+        self.lf = lf
+        g, n, ref = lf.grid, lf.n, lf.ref
+        sk = self.kernel = SparseKernel(g.Ybus)
+        nonref = lf.nonref.numpy()
+        blk = self.block = sk.block(np.arange(n), np.arange(n), nonref, np.arange(n))
+        self.J_rows, self.J_cols = blk.rows, blk.cols
+        n_x = lf.n_x
+        nJ = len(blk.raw)
+        self.JT = sp.csr_matrix((np.ones(nJ), (np.arange(nJ), self.J_cols)), shape=(nJ, n_x))  # Jᵀu scatter
         # Gram matrix Jᵀ W J: products of entry pairs within each row of J, summed per (col, col); the lower
         # triangle only (A is symmetric), then mirrored
         e1, e2 = [], []
         by_row = np.argsort(self.J_rows, kind="stable")
         starts = np.r_[0, np.cumsum(np.bincount(self.J_rows, minlength=2 * n))]
         for k in range(2 * n):
-            e = by_row[starts[k]:starts[k + 1]]
+            e = by_row[starts[k] : starts[k + 1]]
             a, c = np.meshgrid(e, e, indexing="ij")
             low = self.J_cols[a] >= self.J_cols[c]
             e1.append(a[low])
             e2.append(c[low])
         self.g1, self.g2 = np.concatenate(e1), np.concatenate(e2)
         self.g_row = self.J_rows[self.g1]
-        ga, gb = self.J_cols[self.g1], self.J_cols[self.g2]                # A[ga, gb] += J[k, ga] w_k J[k, gb]
+        ga, gb = self.J_cols[self.g1], self.J_cols[self.g2]  # A[ga, gb] += J[k, ga] w_k J[k, gb]
         lkey, inv = np.unique(gb * n_x + ga, return_inverse=True)
         self.gsum = sp.csc_matrix((np.ones(len(inv)), (inv, np.arange(len(inv)))), shape=(len(lkey), len(inv)))
         lr, lc = lkey % n_x, lkey // n_x
-        akey = np.unique(np.r_[lkey, lr * n_x + lc])                     # full pattern, sorted by column
+        akey = np.unique(np.r_[lkey, lr * n_x + lc])  # full pattern, sorted by column
         self.A_rows, self.A_cols = akey % n_x, akey // n_x
         lo, hi = np.minimum(self.A_rows, self.A_cols), np.maximum(self.A_rows, self.A_cols)
-        self.A_from_low = np.searchsorted(lkey, lo * n_x + hi)           # each entry's lower-triangle twin
+        self.A_from_low = np.searchsorted(lkey, lo * n_x + hi)  # each entry's lower-triangle twin
         self.A_diag = np.searchsorted(akey, np.arange(n_x) * (n_x + 1))
-        self.lm = _BlockSystem(self.A_rows, self.A_cols, n_x, spd=True)
-        # Σ μ_i ∇²S_i restricted to x: raw entries [θθ, θ|V|, |V|θ, |V||V|] on P, placed into A's pattern
+        self.lm = BlockSystem(self.A_rows, self.A_cols, n_x, spd=True)
+        # Σ μ_i ∇²S_i restricted to x: the kernel's raw entries [θθ, θ|V|, |V|θ, |V||V|], placed into A's pattern
+        pr, pc = sk.pr, sk.pc
+        th = np.where(pc < ref, pc, pc - 1)
         thr = np.where(pr < ref, pr, pr - 1)
         rows = np.r_[thr, thr, n - 1 + pr, n - 1 + pr]
         cols = np.r_[th, n - 1 + pc, th, n - 1 + pc]
         keep = np.r_[(pr != ref) & (pc != ref), pr != ref, pc != ref, np.ones(len(pr), bool)]
         self.K_raw = np.flatnonzero(keep)
-        self.K_pos = np.searchsorted(akey, cols[self.K_raw] * n_x + rows[self.K_raw])   # (P ⊂ A's pattern)
+        self.K_pos = np.searchsorted(akey, cols[self.K_raw] * n_x + rows[self.K_raw])  # (P ⊂ A's pattern)
         # the KKT matrix [[H, J_Nᵀ], [J_N, 0]]: values [A entries, J_N entries, J_N entries transposed]
+        rows_N = lf.rows_N.numpy()
         m = len(rows_N)
         posN = np.full(2 * n, -1)
         posN[rows_N] = np.arange(m)
         self.JN = np.flatnonzero(posN[self.J_rows] >= 0)
         r_kkt = np.r_[self.A_rows, n_x + posN[self.J_rows[self.JN]], self.J_cols[self.JN]]
         c_kkt = np.r_[self.A_cols, self.J_cols[self.JN], n_x + posN[self.J_rows[self.JN]]]
-        self.kkt = _BlockSystem(r_kkt, c_kkt, n_x + m, spd=False)
+        self.kkt = BlockSystem(r_kkt, c_kkt, n_x + m, spd=False)
+        self.inv_count = lf.inv_count.numpy()
 
-    def power(self, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """I = Y V and S = V ⊙ conj(I), (b, n) complex."""
-        I = (self.Y @ V.T).T
-        return I, V * I.conj()
+    def state(self, V):
+        I, S, J = self.kernel.jacobian(V, self.block)
+        return I, torch.cat([S.real, S.imag], dim=1), J
 
-    def jacobian(self, V: np.ndarray, I: np.ndarray) -> np.ndarray:
-        """Values (b, nnz_J) of J = [Re; Im] [∂S/∂θ, ∂S/∂|V|] (MATPOWER's ``dSbus_dV``)."""
-        pr, pc, d = self.pr, self.pc, self.diag
-        Vn = V / np.abs(V)
-        Vr = V[:, pr]
-        dVa = -1j * Vr * (self.yP * V[:, pc]).conj()
-        dVa[:, d] += 1j * V * I.conj()
-        dVm = Vr * (self.yP * Vn[:, pc]).conj()
-        dVm[:, d] += I.conj() * Vn
-        raw = np.concatenate([dVa.real, dVa.imag, dVm.real, dVm.imag], axis=1)
-        return raw[:, self.J_raw]
+    def _jt(self, J: np.ndarray, u: np.ndarray) -> np.ndarray:
+        return np.asarray((J * u[:, self.J_rows]) @ self.JT)
 
-    def jt(self, Jv: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Jᵀ u, (b, n_x), for u (b, 2n)."""
-        return np.asarray((Jv * u[:, self.J_rows]) @ self.JT)
-
-    def gram(self, Jv: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _gram(self, J: np.ndarray, w: np.ndarray) -> np.ndarray:
         """Values (b, nnz_A) of Jᵀ diag(w) J on A's pattern (sorted by column, then row)."""
-        prod = Jv[:, self.g1] * Jv[:, self.g2] * w[self.g_row]
+        prod = J[:, self.g1] * J[:, self.g2] * w[self.g_row]
         return (self.gsum @ prod.T).T[:, self.A_from_low]
 
-    def hessian(self, V: np.ndarray, I: np.ndarray, lam: np.ndarray) -> np.ndarray:
-        """Re Σ_i lam_i ∇²S_i over x (MATPOWER's ``d2Sbus_dV2``), complex ``lam`` (b, n), on P: (b, nnz_K)."""
-        pr, pc = self.pr, self.pc
-        lamV = lam * V
-        C = lamV[:, pr] * (self.yP * V[:, pc]).conj()
-        Ct = lamV[:, pc] * (self.yT * V[:, pr]).conj()
-        s = (self.YH @ lamV.T).T
-        E = V.conj()[:, pr] * self.yT.conj() * lamV[:, pc]
-        E[:, self.diag] -= V.conj() * s
-        F = C.copy()
-        F[:, self.diag] -= lamV * I.conj()
-        G = 1.0 / np.abs(V)
-        Gva = 1j * G[:, pr] * (E - F)
-        Gvv = (C + Ct) * G[:, pr] * G[:, pc]
-        raw = np.concatenate([(E + F).real, Gva[:, self.tpos].real, Gva.real, Gvv.real], axis=1)
-        return raw[:, self.K_raw]
+    def jt(self, J, u):
+        return torch.from_numpy(self._jt(J.numpy(), u.numpy()))
+
+    def lm_step(self, J, w, r, lam):
+        J, w = J.numpy(), w.numpy()
+        A = self._gram(J, w)
+        grad = self._jt(J, w * r.numpy())
+        A[:, self.A_diag] += lam.numpy()[:, None] * (A[:, self.A_diag] + 1e-9)
+        return torch.from_numpy(self.lm.solve(A, -grad))
+
+    def kkt_step(self, V, I, J, mu, F):
+        n = self.lf.n
+        J, mu = J.numpy(), mu.numpy()
+        H = self._gram(J, self.inv_count)
+        H[:, self.K_pos] += self.kernel.hessian(V.numpy(), I.numpy(), mu[:, :n] - 1j * mu[:, n:])[:, self.K_raw]
+        JN = J[:, self.JN]
+        return torch.from_numpy(self.kkt.solve(np.concatenate([H, JN, JN], axis=1), -F.numpy()))
 
 
 # ---------------------------------------------------------------------------------------- result
@@ -380,25 +264,27 @@ class _SparseKernels:
 class LoadFlowResult:
     """Solutions of (20) for a batch of warm starts (NumPy, float64; p.u. and radians, the grid's orders)."""
 
-    pg: np.ndarray            # p̃_g* (B, n_gen)
-    qg: np.ndarray            # q̃_g* (B, n_gen)
-    v: np.ndarray             # |V|* (B, n_bus)
-    theta: np.ndarray         # θ* (B, n_bus), reference bus at 0
-    converged: np.ndarray     # (B,) KKT residual below tol
-    iterations: np.ndarray    # (B,) iterations taken
-    residual: np.ndarray      # (B,) final max |KKT residual|
-    distance: np.ndarray      # (B,) objective (20a): ||p̃_g - p_g||² + ||q̃_g - q_g||²  (p.u.²)
-    balance: np.ndarray       # (B,) max nodal mismatch of the solution (p.u.), from pfbook.power.physics
+    pg: np.ndarray  # p̃_g* (B, n_gen)
+    qg: np.ndarray  # q̃_g* (B, n_gen)
+    v: np.ndarray  # |V|* (B, n_bus)
+    theta: np.ndarray  # θ* (B, n_bus), reference bus at 0
+    converged: np.ndarray  # (B,) KKT residual below tol
+    iterations: np.ndarray  # (B,) iterations taken
+    residual: np.ndarray  # (B,) final max |KKT residual|
+    distance: np.ndarray  # (B,) objective (20a): ||p̃_g - p_g||² + ||q̃_g - q_g||²  (p.u.²)
+    balance: np.ndarray  # (B,) max nodal mismatch of the solution (p.u.), from pfbook.power.physics
     seconds: float
-    retried: int = 0          # warm starts solved a second time with the careful setting (see solve's retry)
+    retried: int = 0  # warm starts solved a second time with the careful setting (see solve's retry)
 
     @property
     def n_failed(self) -> int:
         return int((~self.converged).sum())
 
     def __repr__(self) -> str:
-        return (f"LoadFlowResult({len(self.converged)} warm starts, {self.n_failed} failed, "
-                f"{self.retried} retried, median {np.median(self.iterations):.0f} iterations, {self.seconds:.2f} s)")
+        return (
+            f"LoadFlowResult({len(self.converged)} warm starts, {self.n_failed} failed, "
+            f"{self.retried} retried, median {np.median(self.iterations):.0f} iterations, {self.seconds:.2f} s)"
+        )
 
 
 # ---------------------------------------------------------------------------------------- worker processes
@@ -410,7 +296,7 @@ def _init_worker(problem: "LoadFlowProblem") -> None:
     global _WORKER_PROBLEM
     _WORKER_PROBLEM = problem
     torch.set_num_threads(1)
-    threadpool_limits(1)                        # and single-threaded BLAS: the workers already fill the cores
+    threadpool_limits(1)  # and single-threaded BLAS: the workers already fill the cores
 
 
 def _solve_part(args) -> "LoadFlowResult":
@@ -419,8 +305,11 @@ def _solve_part(args) -> "LoadFlowResult":
 
 
 def _concat_results(parts: "list[LoadFlowResult]", seconds: float) -> "LoadFlowResult":
-    arrays = {f.name: np.concatenate([getattr(r, f.name) for r in parts]) for f in fields(LoadFlowResult)
-              if f.name not in ("seconds", "retried")}
+    arrays = {
+        f.name: np.concatenate([getattr(r, f.name) for r in parts])
+        for f in fields(LoadFlowResult)
+        if f.name not in ("seconds", "retried")
+    }
     return LoadFlowResult(**arrays, seconds=seconds, retried=sum(r.retried for r in parts))
 
 
@@ -450,7 +339,7 @@ class LoadFlowProblem:
         self.nonref = torch.as_tensor(np.setdiff1d(np.arange(n), [g.ref]), device=dev)
         counts = np.bincount(g.gen_bus, minlength=n).astype(float)
         self.gen_buses = np.flatnonzero(counts > 0)
-        self.free_buses = np.flatnonzero(counts == 0)              # N: no generator, balance fixed
+        self.free_buses = np.flatnonzero(counts == 0)  # N: no generator, balance fixed
         self.count = torch.as_tensor(counts, dtype=f64, device=dev)
         self.gen_bus = torch.as_tensor(g.gen_bus, device=dev)
         self.load_bus = torch.as_tensor(g.load_bus, device=dev)
@@ -462,26 +351,14 @@ class LoadFlowProblem:
         self.n_mu = 2 * len(self.free_buses)
         self.inv_count = torch.zeros(2 * n, dtype=f64, device=dev)
         self.inv_count[self.rows_G] = 1.0 / self.count.repeat(2)[self.rows_G]
-        if backend == "sparse":
-            self._sk = _SparseKernels(g.Ybus, g.ref, self.rows_N.numpy())
-            self._nonref_np = self.nonref.numpy()
-            self._inv_count_np = self.inv_count.numpy()
-            self._rows_N_np = self.rows_N.numpy()
-            # the power-flow start's Jacobian: the rows and columns of J it keeps (entries ``sel`` of J's)
-            rows = np.r_[self._nonref_np, n + self.free_buses]
-            cols = np.r_[np.arange(n - 1), n - 1 + self.free_buses]
-            rmap, cmap = np.full(2 * n, -1), np.full(self.n_x, -1)
-            rmap[rows], cmap[cols] = np.arange(len(rows)), np.arange(len(cols))
-            Jr, Jc = self._sk.J_rows, self._sk.J_cols
-            sel = np.flatnonzero((rmap[Jr] >= 0) & (cmap[Jc] >= 0))
-            self._pf = rows, cols, sel, _BlockSystem(rmap[Jr[sel]], cmap[Jc[sel]], len(rows), spd=False)
+        self._be = _SparseBackend(self) if backend == "sparse" else _DenseBackend(self)
 
     # ------------------------------------------------------------------ pieces
     def _voltage(self, x: torch.Tensor) -> torch.Tensor:
         B, n = len(x), self.n
         th = x.new_zeros(B, n)
-        th[:, self.nonref] = x[:, :n - 1]
-        return torch.polar(x[:, n - 1:], th)
+        th[:, self.nonref] = x[:, : n - 1]
+        return torch.polar(x[:, n - 1 :], th)
 
     def _bus_target(self, pg, qg, pd, qd) -> torch.Tensor:
         """Cg - d per bus, (B, 2n): what the warm start and the loads would inject."""
@@ -491,54 +368,34 @@ class LoadFlowProblem:
         return torch.cat([p, q], dim=1)
 
     def _parts(self, x, mu_N, target):
-        """S (B, 2n), J (B, 2n, n_x), full μ (B, 2n), KKT residual F (B, n_x + n_mu)."""
+        """V, I = Y V, S (B, 2n), J (the backend's form), full μ (B, 2n), KKT residual F (B, n_x + n_mu)."""
         V = self._voltage(x)
-        S, dVa, dVm = dsbus_dv(self.Y, V)
-        Jc = torch.cat([dVa, dVm], dim=2)[:, :, self.cols]
-        J = torch.cat([Jc.real, Jc.imag], dim=1)
-        S = torch.cat([S.real, S.imag], dim=1)
+        I, S, J = self._be.state(V)
         mu = (S - target) * self.inv_count
         mu[:, self.rows_N] = mu_N
-        F = torch.cat([(J.transpose(1, 2) @ mu[:, :, None]).squeeze(-1), S[:, self.rows_N] - target[:, self.rows_N]],
-                      dim=1)
-        return V, S, J, mu, F
-
-    def _newton_matrix(self, V, J, mu, full: bool, delta: torch.Tensor | None = None) -> torch.Tensor:
-        JG = J[:, self.rows_G]
-        H = JG.transpose(1, 2) @ (JG * self.inv_count[self.rows_G][None, :, None])
-        if delta is not None:
-            H = H + delta[:, None, None] * torch.eye(self.n_x, dtype=H.dtype, device=H.device)
-        if full:
-            n = self.n
-            # d2Sbus is linear in lam: Re H(μ_P) + Im H(μ_Q) = Re H(μ_P - j μ_Q), one call
-            K = d2sbus_dv2(self.Y, V, torch.complex(mu[:, :n], -mu[:, n:])).real[:, self.cols][:, :, self.cols]
-            H = H + K
-        JN = J[:, self.rows_N]
-        B, m = len(J), self.n_mu
-        top = torch.cat([H, JN.transpose(1, 2)], dim=2)
-        bottom = torch.cat([JN, J.new_zeros(B, m, m)], dim=2)
-        return torch.cat([top, bottom], dim=1)
+        F = torch.cat([self._be.jt(J, mu), S[:, self.rows_N] - target[:, self.rows_N]], dim=1)
+        return V, I, S, J, mu, F
 
     def _power_flow_start(self, target: torch.Tensor, iters: int = 10) -> torch.Tensor:
-        """x from a standard Newton power flow started flat: generator buses PV at |V| = 1, the reference bus
-        slack, active injections of the warm start elsewhere. A point on the power-flow manifold near the flat
-        start, from which the KKT iteration starts (from the flat start itself a Gauss-Newton step runs away
-        along the nearly singular direction of a uniform voltage change)."""
+        """x from a standard Newton power flow started flat (:func:`pfbook.power.powerflow.newton_power_flow`):
+        generator buses PV at |V| = 1, the reference bus slack, active injections of the warm start elsewhere.
+        A point on the power-flow manifold near the flat start, from which the KKT iteration starts (from the
+        flat start itself a Gauss-Newton step runs away along the nearly singular direction of a uniform
+        voltage change)."""
         B, n = len(target), self.n
-        x = torch.cat([target.new_zeros(B, n - 1), target.new_ones(B, n)], dim=1)
-        rows = torch.as_tensor(np.r_[np.setdiff1d(np.arange(n), [self.ref]), n + self.free_buses], device=x.device)
-        cols = torch.as_tensor(np.r_[np.arange(n - 1), n - 1 + self.free_buses], device=x.device)
-        for _ in range(iters):
-            S, dVa, dVm = dsbus_dv(self.Y, self._voltage(x))
-            Jc = torch.cat([dVa, dVm], dim=2)[:, :, self.cols]
-            J = torch.cat([Jc.real, Jc.imag], dim=1)[:, rows][:, :, cols]
-            r = (torch.cat([S.real, S.imag], dim=1) - target)[:, rows]
-            if bool((r.abs().amax(1) < 1e-10).all()):
-                break
-            dx, info = torch.linalg.solve_ex(J, -r.unsqueeze(-1))
-            dx = torch.nan_to_num(dx.squeeze(-1), nan=0.0, posinf=0.0, neginf=0.0)
-            x[:, cols] += dx
-        return x
+        vm, va = target.new_ones(B, n), target.new_zeros(B, n)
+        newton_power_flow(
+            self._be.kernel,
+            vm,
+            va,
+            target[:, :n],
+            target[:, n:],
+            self.nonref,
+            self.free_buses,
+            tol=1e-10,
+            max_iter=iters,
+        )
+        return torch.cat([va[:, self.nonref], vm], dim=1)
 
     # ------------------------------------------------------------------ solve
     def _levenberg_marquardt(self, x, target, iters: int, weights, stall: float = 1e-6):
@@ -549,65 +406,55 @@ class LoadFlowProblem:
         to the next weight once a step lowers its cost by less than ``stall`` (relative). Returns x and the
         multiplier estimate μ_N = w r_N of the penalty problem.
         """
-        def evaluate(xx, rows=None):
-            S, dVa, dVm = dsbus_dv(self.Y, self._voltage(xx))
-            r = torch.cat([S.real, S.imag], dim=1) - (target if rows is None else target[rows])
-            return r, 0.5 * (w * r * r).sum(1), dVa, dVm
+        be = self._be
+
+        def evaluate(xx, t):
+            _, S, J = be.state(self._voltage(xx))
+            r = S - t
+            return r, 0.5 * (w * r * r).sum(1), J
 
         lam = torch.full((len(x),), 1e-3, dtype=x.dtype, device=x.device)
-        eye = torch.eye(self.n_x, dtype=x.dtype, device=x.device)
         for weight in weights:
             w = self.inv_count.clone()
             w[self.rows_N] = weight
-            r, cost, dVa, dVm = evaluate(x)
+            r, cost, J = evaluate(x, target)
             active = torch.ones(len(x), dtype=torch.bool, device=x.device)
             for _ in range(iters):
                 idx = torch.nonzero(active).squeeze(1)
                 if len(idx) == 0:
                     break
-                Jc = torch.cat([dVa[idx], dVm[idx]], dim=2)[:, :, self.cols]
-                J = torch.cat([Jc.real, Jc.imag], dim=1)
-                JW = J * w[None, :, None]
-                A = J.transpose(1, 2) @ JW
-                grad = (JW.transpose(1, 2) @ r[idx][:, :, None]).squeeze(-1)
-                d = A.diagonal(dim1=1, dim2=2)
-                li = lam[idx]
-                M = A + li[:, None, None] * (torch.diag_embed(d) + 1e-9 * eye)
-                dx, info = torch.linalg.solve_ex(M, -grad.unsqueeze(-1))
-                dx = torch.nan_to_num(dx.squeeze(-1), nan=0.0, posinf=0.0, neginf=0.0)
+                Ji, li = J[idx], lam[idx]
+                dx = torch.nan_to_num(be.lm_step(Ji, w, r[idx], li), nan=0.0, posinf=0.0, neginf=0.0)
                 xn = x[idx] + dx
-                rn, cn, dVan, dVmn = evaluate(xn, idx)
+                rn, cn, Jn = evaluate(xn, target[idx])
                 c0 = cost[idx]
                 ok = torch.isfinite(cn) & (cn < c0)
                 x[idx] = torch.where(ok[:, None], xn, x[idx])
                 r[idx] = torch.where(ok[:, None], rn, r[idx])
                 cost[idx] = torch.where(ok, cn, c0)
-                dVa[idx], dVm[idx] = _where(ok, dVan, dVa[idx]), _where(ok, dVmn, dVm[idx])
+                J[idx] = _where(ok, Jn, Ji)
                 lam[idx] = torch.where(ok, (li * 0.3).clamp(min=1e-9), li * 10)
                 # a warm start is done with this weight once its cost stalls (or its damping explodes)
                 stalled = (ok & (c0 - cn <= stall * c0)) | (lam[idx] > 1e10)
                 active[idx] = ~stalled
         return x, (w * r)[:, self.rows_N]
 
-    def _solve_chunk(self, pg, qg, pd, qd, max_iter, tol, lm_iters, penalty, stall, x0=None):
+    def _solve_chunk(self, pg, qg, pd, qd, max_iter, tol, lm_iters, penalty, stall):
         B, n = len(pg), self.n
         f64 = torch.float64
         target = self._bus_target(pg, qg, pd, qd)
-        x = self._power_flow_start(target) if x0 is None else x0.clone()
+        x = self._power_flow_start(target)
         x, mu_N = self._levenberg_marquardt(x, target, lm_iters, penalty, stall)
-        V, S, J, mu, F = self._parts(x, mu_N, target)
+        V, I, S, J, mu, F = self._parts(x, mu_N, target)
         res = F.abs().amax(1)
         iters = torch.zeros(B, dtype=torch.long, device=pg.device)
         active = torch.isfinite(res) & (res >= tol)
-        for k in range(max_iter):
+        for _it in range(max_iter):
             if not bool(active.any()):
                 break
             idx = torch.nonzero(active).squeeze(1)
-            M = self._newton_matrix(V[idx], J[idx], mu[idx], full=True)
-            step, info = torch.linalg.solve_ex(M, -F[idx].unsqueeze(-1))
-            step = step.squeeze(-1)
-            bad = (info != 0) | ~torch.isfinite(step).all(1)
-            step = torch.where(bad[:, None], torch.zeros_like(step), step)
+            step = self._be.kkt_step(V[idx], I[idx], J[idx], mu[idx], F[idx])
+            step = torch.where(torch.isfinite(step).all(1)[:, None], step, torch.zeros_like(step))
             # backtracking on ||F|| (the exact Newton direction is a descent direction for it): the full step
             # first, halved while it does not decrease; no decrease in `n_back` tries takes the shortest step
             x_i, mu_i, t_i = x[idx], mu_N[idx], target[idx]
@@ -617,12 +464,12 @@ class LoadFlowProblem:
             best = None
             n_back = 6
             for j in range(n_back):
-                xn = x_i + alpha[:, None] * step[:, :self.n_x]
-                mn = mu_i + alpha[:, None] * step[:, self.n_x:]
+                xn = x_i + alpha[:, None] * step[:, : self.n_x]
+                mn = mu_i + alpha[:, None] * step[:, self.n_x :]
                 parts = self._parts(xn, mn, t_i)
-                rn = parts[4].norm(dim=1)
+                rn = parts[-1].norm(dim=1)
                 ok = torch.isfinite(rn) & (rn < r_i)
-                cand = (xn, mn, parts)
+                cand = (xn, mn) + parts
                 if best is None:
                     best = cand
                 else:
@@ -632,10 +479,8 @@ class LoadFlowProblem:
                 if bool(accepted.all()):
                     break
                 alpha = torch.where(accepted, alpha, alpha * 0.5)
-            xn, mn, parts = best
-            x[idx], mu_N[idx] = xn, mn
-            V[idx], S[idx], J[idx], mu[idx], F[idx] = parts
-            res[idx] = parts[4].abs().amax(1)
+            x[idx], mu_N[idx], V[idx], I[idx], S[idx], J[idx], mu[idx], F[idx] = best
+            res[idx] = best[-1].abs().amax(1)
             iters[idx] += 1
             active = torch.isfinite(res) & (res >= tol)
         # generator outputs from the multipliers: g̃ = g + Cᵀμ
@@ -644,146 +489,22 @@ class LoadFlowProblem:
         conv = torch.isfinite(res) & (res < tol)
         return x, pg_new, qg_new, conv, iters, res
 
-    # ------------------------------------------------------------------ sparse backend (NumPy/SciPy, CPU)
-    def _voltage_np(self, x: np.ndarray) -> np.ndarray:
-        n = self.n
-        th = np.zeros((len(x), n))
-        th[:, self._nonref_np] = x[:, :n - 1]
-        return x[:, n - 1:] * np.exp(1j * th)
-
-    def _state_np(self, x: np.ndarray):
-        """V, I = Y V, S as (b, 2n) real (P then Q), J values."""
-        V = self._voltage_np(x)
-        I, S = self._sk.power(V)
-        return V, I, np.concatenate([S.real, S.imag], axis=1), self._sk.jacobian(V, I)
-
-    def _power_flow_start_np(self, target: np.ndarray, iters: int = 10) -> np.ndarray:
-        """:meth:`_power_flow_start` on the sparse backend."""
-        n = self.n
-        rows, cols, sel, system = self._pf
-        x = np.concatenate([np.zeros((len(target), n - 1)), np.ones((len(target), n))], axis=1)
-        for _ in range(iters):
-            _, _, S, Jv = self._state_np(x)
-            r = (S - target)[:, rows]
-            if (np.abs(r).max(1) < 1e-10).all():
-                break
-            dx = system.solve(Jv[:, sel], -r)
-            x[:, cols] += np.nan_to_num(dx, nan=0.0, posinf=0.0, neginf=0.0)
-        return x
-
-    def _levenberg_marquardt_np(self, x, target, iters: int, weights, stall: float = 1e-6):
-        """:meth:`_levenberg_marquardt` on the sparse backend (the same iteration, normal matrices sparse)."""
-        sk = self._sk
-        rows_N = self._rows_N_np
-
-        def evaluate(xx, t):
-            _, _, S, Jv = self._state_np(xx)
-            r = S - t
-            return r, 0.5 * (w * r * r).sum(1), Jv
-
-        lam = np.full(len(x), 1e-3)
-        for weight in weights:
-            w = self._inv_count_np.copy()
-            w[rows_N] = weight
-            r, cost, Jv = evaluate(x, target)
-            active = np.ones(len(x), dtype=bool)
-            for _ in range(iters):
-                idx = np.flatnonzero(active)
-                if len(idx) == 0:
-                    break
-                J = Jv[idx]
-                A = sk.gram(J, w)
-                grad = sk.jt(J, w * r[idx])
-                li = lam[idx]
-                A[:, sk.A_diag] += li[:, None] * (A[:, sk.A_diag] + 1e-9)
-                dx = sk.lm.solve(A, -grad)
-                xn = x[idx] + np.nan_to_num(dx, nan=0.0, posinf=0.0, neginf=0.0)
-                rn, cn, Jn = evaluate(xn, target[idx])
-                c0 = cost[idx]
-                with np.errstate(invalid="ignore"):
-                    ok = np.isfinite(cn) & (cn < c0)
-                x[idx] = np.where(ok[:, None], xn, x[idx])
-                r[idx] = np.where(ok[:, None], rn, r[idx])
-                cost[idx] = np.where(ok, cn, c0)
-                Jv[idx] = np.where(ok[:, None], Jn, J)
-                lam[idx] = np.where(ok, np.maximum(li * 0.3, 1e-9), li * 10)
-                stalled = (ok & (c0 - cn <= stall * c0)) | (lam[idx] > 1e10)
-                active[idx] = ~stalled
-        return x, (w * r)[:, rows_N]
-
-    def _parts_np(self, x, mu_N, target):
-        """:meth:`_parts` on the sparse backend: V, I, S, J values, μ, F."""
-        V, I, S, Jv = self._state_np(x)
-        mu = (S - target) * self._inv_count_np
-        mu[:, self._rows_N_np] = mu_N
-        rN = self._rows_N_np
-        F = np.concatenate([self._sk.jt(Jv, mu), S[:, rN] - target[:, rN]], axis=1)
-        return V, I, S, Jv, mu, F
-
-    def _newton_step_np(self, V, I, Jv, mu, F) -> np.ndarray:
-        """The KKT Newton step of :meth:`_newton_matrix` (full), assembled and factored sparse."""
-        sk, n = self._sk, self.n
-        H = sk.gram(Jv, self._inv_count_np)
-        H[:, sk.K_pos] += sk.hessian(V, I, mu[:, :n] - 1j * mu[:, n:])
-        JN = Jv[:, sk.JN]
-        return sk.kkt.solve(np.concatenate([H, JN, JN], axis=1), -F)
-
-    def _solve_chunk_sparse(self, pg, qg, pd, qd, max_iter, tol, lm_iters, penalty, stall):
-        """:meth:`_solve_chunk` on the sparse backend: NumPy in, the same outputs as torch tensors."""
-        B, n = len(pg), self.n
-        target = self._bus_target(pg, qg, pd, qd).numpy()
-        x = self._power_flow_start_np(target)
-        x, mu_N = self._levenberg_marquardt_np(x, target, lm_iters, penalty, stall)
-        V, I, S, Jv, mu, F = self._parts_np(x, mu_N, target)
-        res = np.abs(F).max(1)
-        iters = np.zeros(B, dtype=np.int64)
-        with np.errstate(invalid="ignore"):
-            active = np.isfinite(res) & (res >= tol)
-        for k in range(max_iter):
-            if not active.any():
-                break
-            idx = np.flatnonzero(active)
-            step = self._newton_step_np(V[idx], I[idx], Jv[idx], mu[idx], F[idx])
-            step = np.where(np.isfinite(step).all(1)[:, None], step, 0.0)
-            x_i, mu_i, t_i = x[idx], mu_N[idx], target[idx]
-            r_i = np.linalg.norm(F[idx], axis=1)
-            alpha = np.ones(len(idx))
-            accepted = np.zeros(len(idx), dtype=bool)
-            best = None
-            n_back = 6
-            for j in range(n_back):
-                xn = x_i + alpha[:, None] * step[:, :self.n_x]
-                mn = mu_i + alpha[:, None] * step[:, self.n_x:]
-                parts = self._parts_np(xn, mn, t_i)
-                rn = np.linalg.norm(parts[-1], axis=1)
-                with np.errstate(invalid="ignore"):
-                    ok = np.isfinite(rn) & (rn < r_i)
-                cand = (xn, mn) + parts
-                if best is None:
-                    best = cand
-                else:
-                    take = (ok if j < n_back - 1 else np.ones_like(ok)) & ~accepted
-                    best = tuple(np.where(take.reshape(-1, *[1] * (c.ndim - 1)), c, b) for c, b in zip(cand, best))
-                accepted |= ok
-                if accepted.all():
-                    break
-                alpha = np.where(accepted, alpha, alpha * 0.5)
-            x[idx], mu_N[idx], V[idx], I[idx], S[idx], Jv[idx], mu[idx], F[idx] = best
-            res[idx] = np.abs(best[-1]).max(1)
-            iters[idx] += 1
-            with np.errstate(invalid="ignore"):
-                active = np.isfinite(res) & (res >= tol)
-        t = lambda a: torch.as_tensor(a)
-        mu = t(mu)
-        pg_new = pg + mu[:, :n][:, self.gen_bus]
-        qg_new = qg + mu[:, n:][:, self.gen_bus]
-        with np.errstate(invalid="ignore"):
-            conv = np.isfinite(res) & (res < tol)
-        return t(x), pg_new, qg_new, t(conv), t(iters), t(res)
-
-    def solve(self, pg, qg, pd, qd, *, max_iter: int = 30, tol: float = 1e-9, lm_iters: int = 20,
-              penalty: tuple[float, ...] = (1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6), lm_stall: float = 1e-6,
-              retry: bool = True, chunk: int | None = None, workers: int | None = 1) -> LoadFlowResult:
+    def solve(
+        self,
+        pg,
+        qg,
+        pd,
+        qd,
+        *,
+        max_iter: int = 30,
+        tol: float = 1e-9,
+        lm_iters: int = 20,
+        penalty: tuple[float, ...] = (1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6),
+        lm_stall: float = 1e-6,
+        retry: bool = True,
+        chunk: int | None = None,
+        workers: int | None = 1,
+    ) -> LoadFlowResult:
         """Solve (20) for warm starts ``pg, qg`` (B, n_gen) with loads ``pd, qd`` ((B, n_load) or (n_load,)), p.u.
 
         ``tol`` bounds the KKT residual (max |·|, p.u.). Levenberg-Marquardt on the problem with the fixed
@@ -804,14 +525,18 @@ class LoadFlowProblem:
         pg = torch.as_tensor(np.asarray(pg, dtype=np.float64), device=dev)
         qg = torch.as_tensor(np.asarray(qg, dtype=np.float64), device=dev)
         if pg.dim() != 2 or pg.shape != qg.shape or pg.shape[1] != g.n_gen:
-            raise ValueError(f"pg and qg must both have shape (batch, {g.n_gen}) for {g.name}'s {g.n_gen} "
-                             f"generators; got {tuple(pg.shape)} and {tuple(qg.shape)}")
+            raise ValueError(
+                f"pg and qg must both have shape (batch, {g.n_gen}) for {g.name}'s {g.n_gen} "
+                f"generators; got {tuple(pg.shape)} and {tuple(qg.shape)}"
+            )
         B = len(pg)
         pd = torch.as_tensor(np.asarray(pd, dtype=np.float64), device=dev)
         qd = torch.as_tensor(np.asarray(qd, dtype=np.float64), device=dev)
         if pd.shape[-1] != g.n_load or qd.shape != pd.shape:
-            raise ValueError(f"pd and qd must have {g.n_load} entries per row (the loads of {g.name}); "
-                             f"got {tuple(pd.shape)} and {tuple(qd.shape)}")
+            raise ValueError(
+                f"pd and qd must have {g.n_load} entries per row (the loads of {g.name}); "
+                f"got {tuple(pd.shape)} and {tuple(qd.shape)}"
+            )
         pd, qd = pd.expand(B, g.n_load), qd.expand(B, g.n_load)
         if not (torch.isfinite(pg).all() and torch.isfinite(qg).all()):
             raise ValueError("warm starts contain NaN or inf; drop those rows before solving")
@@ -819,22 +544,29 @@ class LoadFlowProblem:
             raise ValueError(f"lm_stall must be a non-negative relative decrease; got {lm_stall!r}")
         workers = worker_count(workers, B, dev)
         if workers > 1:
-            kw = dict(max_iter=max_iter, tol=tol, lm_iters=lm_iters, penalty=penalty, lm_stall=lm_stall, retry=retry,
-                      chunk=chunk)
+            kw = dict(
+                max_iter=max_iter,
+                tol=tol,
+                lm_iters=lm_iters,
+                penalty=penalty,
+                lm_stall=lm_stall,
+                retry=retry,
+                chunk=chunk,
+            )
             arrays = [a.numpy() for a in (pg, qg, pd, qd)]
             jobs = [(*(a[rows] for a in arrays), kw) for rows in np.array_split(np.arange(B), workers)]
             t0 = time.perf_counter()
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                     initializer=_init_worker, initargs=(self,)) as pool:
+            with ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker, initargs=(self,)
+            ) as pool:
                 parts = list(pool.map(_solve_part, jobs))
             return _concat_results(parts, time.perf_counter() - t0)
-        sparse = self.backend == "sparse"
         if chunk is None:
-            chunk = 512 if sparse else max(1, int(2_000_000 // self.n ** 2))
-        solve_chunk = self._solve_chunk_sparse if sparse else self._solve_chunk
+            chunk = 512 if self.backend == "sparse" else max(1, int(2_000_000 // self.n**2))
+        solve_chunk = self._solve_chunk
 
         def run(rows, stall):
-            parts = [(pg[k], qg[k], pd[k], qd[k]) for k in (rows[i:i + chunk] for i in range(0, len(rows), chunk))]
+            parts = [(pg[k], qg[k], pd[k], qd[k]) for k in (rows[i : i + chunk] for i in range(0, len(rows), chunk))]
             outs = [solve_chunk(*a, max_iter, tol, lm_iters, penalty, stall) for a in parts]
             return [torch.cat(z) for z in zip(*outs)]
 
@@ -852,8 +584,8 @@ class LoadFlowProblem:
         seconds = time.perf_counter() - t0
         n = self.n
         theta = x.new_zeros(B, n)
-        theta[:, self.nonref] = x[:, :n - 1]
-        v = x[:, n - 1:]
+        theta[:, self.nonref] = x[:, : n - 1]
+        v = x[:, n - 1 :]
         # independent check of the balance with the branch-wise physics of pfbook.power.physics
         gt = grid_tensors(g, dev, f64)
         p = pgn.new_zeros(B, n).index_add(1, self.gen_bus, pgn).index_add(1, self.load_bus, -pd)
@@ -862,13 +594,24 @@ class LoadFlowProblem:
         balance = torch.maximum(dp.abs().amax(1), dq.abs().amax(1))
         dist = ((pgn - pg) ** 2).sum(1) + ((qgn - qg) ** 2).sum(1)
         np_ = lambda a: a.detach().cpu().numpy()
-        return LoadFlowResult(pg=np_(pgn), qg=np_(qgn), v=np_(v), theta=np_(theta), converged=np_(conv),
-                              iterations=np_(iters), residual=np_(res), distance=np_(dist), balance=np_(balance),
-                              seconds=seconds, retried=retried)
+        return LoadFlowResult(
+            pg=np_(pgn),
+            qg=np_(qgn),
+            v=np_(v),
+            theta=np_(theta),
+            converged=np_(conv),
+            iterations=np_(iters),
+            residual=np_(res),
+            distance=np_(dist),
+            balance=np_(balance),
+            seconds=seconds,
+            retried=retried,
+        )
 
 
-def solve_load_flow(grid: "Grid | str", pg, qg, pd, qd, device: str = "cpu", backend: str = "auto",
-                    **kwargs) -> LoadFlowResult:
+def solve_load_flow(
+    grid: "Grid | str", pg, qg, pd, qd, device: str = "cpu", backend: str = "auto", **kwargs
+) -> LoadFlowResult:
     """One-call form of :meth:`LoadFlowProblem.solve`."""
     return LoadFlowProblem(grid, device, backend).solve(pg, qg, pd, qd, **kwargs)
 
@@ -895,18 +638,18 @@ def reference_solve(grid: "Grid | str", pg, qg, pd, qd, tol: float = 1e-11, max_
     pdt, qdt = torch.as_tensor(pd_b), torch.as_tensor(qd_b)
 
     def cons_t(z: torch.Tensor) -> torch.Tensor:
-        pgv, qgv, th_, v = z[:ng], z[ng:2 * ng], z[2 * ng:2 * ng + n - 1], z[2 * ng + n - 1:]
+        pgv, qgv, th_, v = z[:ng], z[ng : 2 * ng], z[2 * ng : 2 * ng + n - 1], z[2 * ng + n - 1 :]
         th = torch.zeros(n, dtype=z.dtype).index_put((torch.as_tensor(nonref),), th_)
         dp, dq = nodal_mismatch(gt, Cg @ pgv - pdt, Cg @ qgv - qdt, v, th)
         return torch.cat([dp, dq])
 
     class _P:
         def objective(self, z):
-            return float(((z[:ng] - pg0) ** 2).sum() + ((z[ng:2 * ng] - qg0) ** 2).sum())
+            return float(((z[:ng] - pg0) ** 2).sum() + ((z[ng : 2 * ng] - qg0) ** 2).sum())
 
         def gradient(self, z):
             gr = np.zeros_like(z)
-            gr[:ng], gr[ng:2 * ng] = 2 * (z[:ng] - pg0), 2 * (z[ng:2 * ng] - qg0)
+            gr[:ng], gr[ng : 2 * ng] = 2 * (z[:ng] - pg0), 2 * (z[ng : 2 * ng] - qg0)
             return gr
 
         def constraints(self, z):
@@ -917,16 +660,30 @@ def reference_solve(grid: "Grid | str", pg, qg, pd, qd, tol: float = 1e-11, max_
 
     z0 = np.r_[pg0, qg0, np.zeros(n - 1), np.ones(n)]
     nz, nc = len(z0), 2 * n
-    prob = cyipopt.Problem(n=nz, m=nc, problem_obj=_P(), lb=np.full(nz, -1e20), ub=np.full(nz, 1e20),
-                           cl=np.zeros(nc), cu=np.zeros(nc))
-    for k, v in {"tol": tol, "constr_viol_tol": 1e-12, "max_iter": max_iter, "print_level": 0,
-                 "hessian_approximation": "limited-memory", "sb": "yes"}.items():
+    prob = cyipopt.Problem(
+        n=nz, m=nc, problem_obj=_P(), lb=np.full(nz, -1e20), ub=np.full(nz, 1e20), cl=np.zeros(nc), cu=np.zeros(nc)
+    )
+    for k, v in {
+        "tol": tol,
+        "constr_viol_tol": 1e-12,
+        "max_iter": max_iter,
+        "print_level": 0,
+        "hessian_approximation": "limited-memory",
+        "sb": "yes",
+    }.items():
         prob.add_option(k, v)
     z, info = prob.solve(z0)
     th = np.zeros(n)
-    th[nonref] = z[2 * ng:2 * ng + n - 1]
-    return {"pg": z[:ng], "qg": z[ng:2 * ng], "theta": th, "v": z[2 * ng + n - 1:],
-            "distance": float(info["obj_val"]), "status": int(info["status"]), "message": info["status_msg"]}
+    th[nonref] = z[2 * ng : 2 * ng + n - 1]
+    return {
+        "pg": z[:ng],
+        "qg": z[ng : 2 * ng],
+        "theta": th,
+        "v": z[2 * ng + n - 1 :],
+        "distance": float(info["obj_val"]),
+        "status": int(info["status"]),
+        "message": info["status_msg"],
+    }
 
 
 def compare_with_reference(grid: "Grid | str", pg, qg, pd, qd, device: str = "cpu", backend: str = "auto"):
@@ -938,10 +695,16 @@ def compare_with_reference(grid: "Grid | str", pg, qg, pd, qd, device: str = "cp
     rows = []
     for k in range(len(r.pg)):
         ref = reference_solve(grid, pg[k], qg[k], pd[k], qd[k])
-        rows.append({"batched converged": bool(r.converged[k]), "Ipopt status": ref["message"].decode()
-                     if isinstance(ref["message"], bytes) else str(ref["message"]),
-                     "objective (20a)": r.distance[k],
-                     **{f"max |Δ{key}|": float(np.abs(getattr(r, key)[k] - ref[key]).max())
-                        for key in ("pg", "qg", "v", "theta")},
-                     "|Δ objective|": abs(r.distance[k] - ref["distance"])})
+        rows.append(
+            {
+                "batched converged": bool(r.converged[k]),
+                "Ipopt status": ref["message"].decode() if isinstance(ref["message"], bytes) else str(ref["message"]),
+                "objective (20a)": r.distance[k],
+                **{
+                    f"max |Δ{key}|": float(np.abs(getattr(r, key)[k] - ref[key]).max())
+                    for key in ("pg", "qg", "v", "theta")
+                },
+                "|Δ objective|": abs(r.distance[k] - ref["distance"]),
+            }
+        )
     return pandas.DataFrame(rows)

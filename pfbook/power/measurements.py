@@ -38,6 +38,7 @@ in the area), ``U_i`` (voltage magnitudes); ``meta["channels"]`` lists them. Mea
 Gaussian with standard deviation ``noise[kind] x |z|`` (relative; defaults 1 % for powers, 0.2 % for
 voltages). Windows are days: ``y0`` has shape ``(n_days, M, 96)``.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,16 +52,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from pfbook.config import available_cpus
+from pfbook.io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 from pfbook.power.datasets import _safe, grid_fingerprint
 from pfbook.power.grids import Grid, load_grid
-from pfbook.io import DatasetError, StoredDataset, atomic_write_json, atomic_write_npz, check_writable, sha256_file
 
 STEPS_PER_DAY = 96
 SIMBENCH_CASE = "1-complete_data-mixed-all-0-sw"
 # simbench's aggregated HV/MV load profiles that stay positive all year (hv_mixed2/3 are net of
 # embedded generation and go negative, so they are left out of the default)
-DEFAULT_LOAD_PROFILES = ("hv_mixed1", "hv_urban", "mv_rural", "mv_semiurb", "mv_urban", "mv_comm", "mv_add1",
-                         "mv_add2")
+DEFAULT_LOAD_PROFILES = ("hv_mixed1", "hv_urban", "mv_rural", "mv_semiurb", "mv_urban", "mv_comm", "mv_add1", "mv_add2")
 DEFAULT_PV_PROFILES = tuple(f"PV{i}" for i in range(1, 9))
 DEFAULT_WIND_PROFILES = tuple(f"WP{i}" for i in range(1, 13))
 FORMAT = 1
@@ -78,13 +78,17 @@ def simbench_profile_dir() -> Path:
     try:
         import simbench
     except ImportError:
-        raise ProfileError("the SCADA profiles come from the 'simbench' package, which is not installed; "
-                           "install pfbook's dependencies (pip install -e .)") from None
+        raise ProfileError(
+            "the SCADA profiles come from the 'simbench' package, which is not installed; "
+            "install pfbook's dependencies (pip install -e .)"
+        ) from None
     folder = Path(simbench.__file__).parent / "networks" / SIMBENCH_CASE
     for name in ("LoadProfile.csv", "RESProfile.csv"):
         if not (folder / name).is_file():
-            raise ProfileError(f"simbench {getattr(simbench, '__version__', '?')} ships no {name} under "
-                               f"{folder}; pfbook needs a simbench release that includes its profiles (>=1.5)")
+            raise ProfileError(
+                f"simbench {getattr(simbench, '__version__', '?')} ships no {name} under "
+                f"{folder}; pfbook needs a simbench release that includes its profiles (>=1.5)"
+            )
     return folder
 
 
@@ -98,10 +102,14 @@ def _read_profiles(kind: str, names: tuple[str, ...]) -> tuple[np.ndarray, tuple
     cols = [f"{n}_pload" if kind == "load" else n for n in names]
     missing = [n for n, c in zip(names, cols) if c not in header]
     if missing:
-        avail = sorted(c[:-6] for c in header if c.endswith("_pload")) if kind == "load" else \
-            [c for c in header if c != "time"]
-        raise ProfileError(f"{kind} profile(s) {', '.join(missing)} not in simbench's {file.name}; "
-                           f"available: {', '.join(avail)}")
+        avail = (
+            sorted(c[:-6] for c in header if c.endswith("_pload"))
+            if kind == "load"
+            else [c for c in header if c != "time"]
+        )
+        raise ProfileError(
+            f"{kind} profile(s) {', '.join(missing)} not in simbench's {file.name}; available: {', '.join(avail)}"
+        )
     df = pd.read_csv(file, sep=";", usecols=["time", *cols])
     times = tuple(df["time"].astype(str))
     a = df[cols].to_numpy(dtype=float)
@@ -126,68 +134,16 @@ def simbench_profiles(kind: str, names: Sequence[str]) -> tuple[np.ndarray, list
 # ---------------------------------------------------------------------- power flow
 
 
-def _pf_setup(Ybus, bus_type):
-    Y = np.asarray(Ybus.todense() if hasattr(Ybus, "todense") else Ybus, dtype=complex)
-    ref = np.flatnonzero(bus_type == 3)
-    if len(ref) == 0:
-        raise ValueError("the power flow needs a reference bus (bus_type 3)")
-    pv = np.flatnonzero(bus_type == 2)
-    pq = np.flatnonzero(bus_type == 1)
-    return Y, np.concatenate([pv, pq]), pq
-
-
-def _mismatch(Y, V, p, q, pvpq, pq):
-    S = V * np.conj(V @ Y.T)
-    return np.concatenate([S.real[:, pvpq] - p[:, pvpq], S.imag[:, pq] - q[:, pq]], axis=1)
-
-
-def _jacobian(Y, V, pvpq, pq):
-    """Dense power-flow Jacobians ``(B, npvpq + npq, npvpq + npq)`` at voltages ``V`` (B, n)."""
-    n = V.shape[1]
-    I = V @ Y.T
-    Vn = V / np.abs(V)
-    d = np.arange(n)
-    dS_dVa = 1j * V[:, :, None] * np.conj(-Y[None] * V[:, None, :])
-    dS_dVa[:, d, d] += 1j * V * np.conj(I)
-    dS_dVm = V[:, :, None] * np.conj(Y[None] * Vn[:, None, :])
-    dS_dVm[:, d, d] += np.conj(I) * Vn
-    a, b = np.ix_(pvpq, pvpq), np.ix_(pvpq, pq)
-    c, e = np.ix_(pq, pvpq), np.ix_(pq, pq)
-    top = np.concatenate([dS_dVa.real[:, a[0], a[1]], dS_dVm.real[:, b[0], b[1]]], axis=2)
-    bot = np.concatenate([dS_dVa.imag[:, c[0], c[1]], dS_dVm.imag[:, e[0], e[1]]], axis=2)
-    return np.concatenate([top, bot], axis=1)
-
-
-def _newton(Y, pvpq, pq, p, q, vm, va, tol, max_iter, chord: np.ndarray | None = None):
-    """Newton (or, with ``chord`` = an inverse Jacobian, chord) iterations in place on ``vm, va``."""
-    B = p.shape[0]
-    npvpq = len(pvpq)
-    V = vm * np.exp(1j * va)
-    F = _mismatch(Y, V, p, q, pvpq, pq)
-    it = np.zeros(B, dtype=int)
-    for _ in range(max_iter):
-        norm = np.abs(F).max(axis=1) if F.shape[1] else np.zeros(B)
-        idx = np.flatnonzero(~(norm <= tol) & np.isfinite(norm))
-        if idx.size == 0:
-            break
-        if chord is not None:
-            dx = -F[idx] @ chord.T
-        else:
-            try:
-                dx = np.linalg.solve(_jacobian(Y, V[idx], pvpq, pq), -F[idx][..., None])[..., 0]
-            except np.linalg.LinAlgError:
-                break
-        va[np.ix_(idx, pvpq)] += dx[:, :npvpq]
-        vm[np.ix_(idx, pq)] += dx[:, npvpq:]
-        V[idx] = vm[idx] * np.exp(1j * va[idx])
-        F[idx] = _mismatch(Y, V[idx], p[idx], q[idx], pvpq, pq)
-        it[idx] += 1
-    norm = np.abs(F).max(axis=1) if F.shape[1] else np.zeros(B)
-    return V, norm, it
-
-
-def newton_pf(Ybus, bus_type: np.ndarray, p: np.ndarray, q: np.ndarray, vm0: np.ndarray,
-              tol: float = 1e-10, max_iter: int = 20, chord_iter: int = 40) -> dict[str, np.ndarray]:
+def newton_pf(
+    Ybus,
+    bus_type: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    vm0: np.ndarray,
+    tol: float = 1e-10,
+    max_iter: int = 20,
+    chord_iter: int = 40,
+) -> dict[str, np.ndarray]:
     """Batched AC power flow: chord iterations from a shared Jacobian, then Newton-Raphson where needed.
 
     ``p, q`` (B, n): specified net injections (p.u.; only those of PQ buses and the ``p`` of PV buses
@@ -201,47 +157,25 @@ def newton_pf(Ybus, bus_type: np.ndarray, p: np.ndarray, q: np.ndarray, vm0: np.
     Newton-Raphson (dense batched Jacobians, ``max_iter`` iterations at most) from a flat start. The
     result meets ``tol`` on the max-norm mismatch either way. Returns ``vm, va`` (B, n), the resulting
     injections ``p, q`` at every bus, ``success`` (B,) and ``iterations`` (B,: chord + Newton).
+    The iterations are those of the power-flow kernel, :func:`pfbook.power.powerflow.power_flow`.
     """
+    import torch
     from threadpoolctl import threadpool_limits
 
-    # the matrices are small: one BLAS thread each is fastest, and many times faster on a busy machine
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _newton_pf(Ybus, bus_type, p, q, vm0, tol, max_iter, chord_iter)
+    from pfbook.power.powerflow import DenseKernel, bus_roles, power_flow
 
-
-def _newton_pf(Ybus, bus_type, p, q, vm0, tol, max_iter, chord_iter):
-    Y, pvpq, pq = _pf_setup(Ybus, np.asarray(bus_type))
-    p = np.atleast_2d(np.asarray(p, float))
-    q = np.atleast_2d(np.asarray(q, float))
-    B, n = p.shape
-    vm = np.broadcast_to(np.asarray(vm0, float), (B, n)).copy()
-    va = np.zeros((B, n))
-    it = np.zeros(B, dtype=int)
-    norm = np.full(B, np.inf)
-    if chord_iter > 0 and B > 1:
-        vm_c, va_c = vm.mean(axis=0, keepdims=True), np.zeros((1, n))
-        Vc, nc, _ = _newton(Y, pvpq, pq, p.mean(axis=0, keepdims=True), q.mean(axis=0, keepdims=True),
-                            vm_c, va_c, tol, max_iter)
-        if nc[0] <= tol:
-            try:
-                Jinv = np.linalg.inv(_jacobian(Y, Vc, pvpq, pq)[0])
-            except np.linalg.LinAlgError:
-                Jinv = None
-            if Jinv is not None:
-                vm[:, pq] = vm_c[0, pq]
-                va[:] = va_c[0]
-                with np.errstate(all="ignore"):
-                    _, norm, it = _newton(Y, pvpq, pq, p, q, vm, va, tol, chord_iter, chord=Jinv)
-    redo = np.flatnonzero(~(norm <= tol))
-    if redo.size:
-        vm_r = np.broadcast_to(np.asarray(vm0, float), (B, n))[redo].copy()
-        va_r = np.zeros((redo.size, n))
-        _, norm_r, it_r = _newton(Y, pvpq, pq, p[redo], q[redo], vm_r, va_r, tol, max_iter)
-        vm[redo], va[redo], norm[redo], it[redo] = vm_r, va_r, norm_r, it[redo] + it_r
-    V = vm * np.exp(1j * va)
-    S = V * np.conj(V @ Y.T)
-    return dict(vm=np.abs(V), va=np.angle(V), p=S.real, q=S.imag, success=np.isfinite(norm) & (norm <= tol),
-                iterations=it)
+    _, pvpq, pq = bus_roles(bus_type)
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=float))
+    p, q = t(np.atleast_2d(p)), t(np.atleast_2d(q))
+    # the matrices are small: one thread each is fastest, and many times faster on a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            r = power_flow(DenseKernel.from_ybus(Ybus), p, q, t(vm0), pvpq, pq, tol, max_iter, chord_iter)
+    finally:
+        torch.set_num_threads(threads)
+    return {k: v.numpy() for k, v in r.items()}
 
 
 # ---------------------------------------------------------------------- spec
@@ -256,8 +190,8 @@ class ScadaSpec:
     n_days: int = 366
     n_renewable: int = 4
     renewable_share: float = 0.3
-    area_center: int | None = None       # external bus number; None: the reference bus
-    area_size: int | None = None         # None: every bus
+    area_center: int | None = None  # external bus number; None: the reference bus
+    area_size: int | None = None  # None: every bus
     noise: dict = field(default_factory=lambda: {"P": 0.01, "Q": 0.01, "U": 0.002})
     load_profiles: tuple = DEFAULT_LOAD_PROFILES
     pv_profiles: tuple = DEFAULT_PV_PROFILES
@@ -267,8 +201,9 @@ class ScadaSpec:
     def __post_init__(self):
         days = 35136 // STEPS_PER_DAY
         if not (0 <= self.start_day < days) or not (1 <= self.n_days <= days - self.start_day):
-            raise ValueError(f"days must lie within the profile year (366 days): start_day={self.start_day}, "
-                             f"n_days={self.n_days}")
+            raise ValueError(
+                f"days must lie within the profile year (366 days): start_day={self.start_day}, n_days={self.n_days}"
+            )
         if self.n_renewable < 0:
             raise ValueError(f"n_renewable must be >= 0; got {self.n_renewable}")
         if not (0 <= self.renewable_share < 1):
@@ -277,8 +212,7 @@ class ScadaSpec:
             raise ValueError(f"area_size must be a positive number of buses; got {self.area_size}")
         bad = {k: v for k, v in self.noise.items() if k not in ("P", "Q", "U") or not (0 <= float(v) < 1)}
         if bad or set(self.noise) != {"P", "Q", "U"}:
-            raise ValueError(f"noise must give relative standard deviations in [0, 1) for P, Q and U; got "
-                             f"{self.noise}")
+            raise ValueError(f"noise must give relative standard deviations in [0, 1) for P, Q and U; got {self.noise}")
         for name in ("load_profiles", "pv_profiles", "wind_profiles"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
             if not getattr(self, name):
@@ -299,13 +233,13 @@ class ScadaSpec:
 class Scenario:
     """The per-step bus injections of a spec (before the power flow)."""
 
-    load_profile: list[str]          # per load (grid.load_bus order)
-    renewable_gen: list[int]         # generator indices converted to renewables
-    renewable_kind: list[str]        # "wind" / "pv"
+    load_profile: list[str]  # per load (grid.load_bus order)
+    renewable_gen: list[int]  # generator indices converted to renewables
+    renewable_kind: list[str]  # "wind" / "pv"
     renewable_profile: list[str]
-    renewable_capacity: np.ndarray   # p.u.
-    load_factor: np.ndarray          # (steps, n_load)
-    renewable_factor: np.ndarray     # (steps, n_ren)
+    renewable_capacity: np.ndarray  # p.u.
+    load_factor: np.ndarray  # (steps, n_load)
+    renewable_factor: np.ndarray  # (steps, n_ren)
     times: list[str]
 
 
@@ -318,9 +252,10 @@ def scenario(grid: Grid, spec: ScadaSpec) -> Scenario:
     col = {n: i for i, n in enumerate(spec.load_profiles)}
     load_factor = lp[s0:s1][:, [col[n] for n in load_names]]
     counts = np.bincount(grid.gen_bus, minlength=grid.n_bus)
-    cand = [g for g in np.argsort(-grid.pmax, kind="stable")
-            if grid.gen_bus[g] != grid.ref and counts[grid.gen_bus[g]] == 1]
-    gens = sorted(int(g) for g in cand[:spec.n_renewable]) if spec.renewable_share > 0 else []
+    cand = [
+        g for g in np.argsort(-grid.pmax, kind="stable") if grid.gen_bus[g] != grid.ref and counts[grid.gen_bus[g]] == 1
+    ]
+    gens = sorted(int(g) for g in cand[: spec.n_renewable]) if spec.renewable_share > 0 else []
     kinds = ["wind" if i % 2 == 0 else "pv" for i in range(len(gens))]
     names = [str(rng.choice(spec.wind_profiles if k == "wind" else spec.pv_profiles)) for k in kinds]
     if gens:
@@ -393,14 +328,18 @@ def channel_layout(grid: Grid, buses: np.ndarray) -> tuple[list[dict], np.ndarra
     br = np.flatnonzero(inside[grid.f] & inside[grid.t])
     ids = np.asarray(grid.bus_ids)
     ch = [dict(kind="P_i", bus=int(ids[b])) for b in buses] + [dict(kind="Q_i", bus=int(ids[b])) for b in buses]
-    ch += [dict(kind=k, branch=int(l), from_bus=int(ids[grid.f[l]]), to_bus=int(ids[grid.t[l]]))
-           for k in ("P_ij", "Q_ij") for l in br]
+    ch += [
+        dict(kind=k, branch=int(l), from_bus=int(ids[grid.f[l]]), to_bus=int(ids[grid.t[l]]))
+        for k in ("P_ij", "Q_ij")
+        for l in br
+    ]
     ch += [dict(kind="U_i", bus=int(ids[b])) for b in buses]
     return ch, br
 
 
-def channels_from_states(grid: Grid, buses: np.ndarray, branches: np.ndarray, vm: np.ndarray,
-                         va: np.ndarray) -> np.ndarray:
+def channels_from_states(
+    grid: Grid, buses: np.ndarray, branches: np.ndarray, vm: np.ndarray, va: np.ndarray
+) -> np.ndarray:
     """Noise-free channel values ``(..., M)`` for states ``vm, va`` ``(..., n_bus)``."""
     V = vm * np.exp(1j * va)
     S = V * np.conj(V @ grid.Ybus.T.toarray())
@@ -417,12 +356,23 @@ def _solve_days(grid: Grid, spec: ScadaSpec, days: list[int], part_path: str | N
 
     sc = scenario(grid, spec)
     rows = np.concatenate([np.arange(d * STEPS_PER_DAY, (d + 1) * STEPS_PER_DAY) for d in days])
-    sc = dataclasses.replace(sc, load_factor=sc.load_factor[rows], renewable_factor=sc.renewable_factor[rows],
-                             times=[sc.times[i] for i in rows])
+    sc = dataclasses.replace(
+        sc,
+        load_factor=sc.load_factor[rows],
+        renewable_factor=sc.renewable_factor[rows],
+        times=[sc.times[i] for i in rows],
+    )
     inj = injections(grid, sc)
     r = newton_pf(grid.Ybus, inj["bus_type"], inj["p"], inj["q"], inj["vm0"])
-    out = dict(day=np.asarray(days), vm=r["vm"], va=r["va"], p=r["p"], q=r["q"], success=r["success"],
-               iterations=r["iterations"])
+    out = dict(
+        day=np.asarray(days),
+        vm=r["vm"],
+        va=r["va"],
+        p=r["p"],
+        q=r["q"],
+        success=r["success"],
+        iterations=r["iterations"],
+    )
     if part_path is not None:
         atomic_write_npz(Path(part_path), out)
         return {"path": part_path}
@@ -434,18 +384,37 @@ class ScadaDataset(StoredDataset):
 
     what = "SCADA dataset"
     sidecar_values = {"format": FORMAT, "kind": "scada"}
-    sidecar_types = {**StoredDataset.sidecar_types, "grid": str, "spec": dict, "spec_key": str, "shape": dict,
-                     "channels": list, "bus_ids": list, "area_bus_ids": list, "load_profile": dict,
-                     "renewables": list}
+    sidecar_types = {
+        **StoredDataset.sidecar_types,
+        "grid": str,
+        "spec": dict,
+        "spec_key": str,
+        "shape": dict,
+        "channels": list,
+        "bus_ids": list,
+        "area_bus_ids": list,
+        "load_profile": dict,
+        "renewables": list,
+    }
 
     @classmethod
     def layout(cls, meta: dict) -> dict[str, tuple]:
         """Windows ``y0`` (days, channels, steps of a day) and states (steps, buses), as ``shape`` gives them."""
         D, M, S = meta["shape"]["y0"]
         T, nb = meta["shape"]["states"]
-        return dict(y0=(D, M, S), y0_clean=(D, M, S), vm=(T, nb), va=(T, nb), p=(T, nb), q=(T, nb), iterations=(T,),
-                    load_factor=(T, len(meta["load_profile"])), renewable_factor=(T, len(meta["renewables"])),
-                    area_bus=(len(meta["area_bus_ids"]),), area_branch=(None,))
+        return dict(
+            y0=(D, M, S),
+            y0_clean=(D, M, S),
+            vm=(T, nb),
+            va=(T, nb),
+            p=(T, nb),
+            q=(T, nb),
+            iterations=(T,),
+            load_factor=(T, len(meta["load_profile"])),
+            renewable_factor=(T, len(meta["renewables"])),
+            area_bus=(len(meta["area_bus_ids"]),),
+            area_branch=(None,),
+        )
 
     @classmethod
     def consistency(cls, meta: dict, arrays: dict[str, np.ndarray]) -> list[str]:
@@ -472,8 +441,10 @@ class ScadaDataset(StoredDataset):
         return int(self.arrays["y0"].shape[0])
 
     def __repr__(self) -> str:
-        return (f"ScadaDataset({self.meta['grid']}, {len(self)} days, M={self.arrays['y0'].shape[1]}, "
-                f"path={str(self.path)!r})")
+        return (
+            f"ScadaDataset({self.meta['grid']}, {len(self)} days, M={self.arrays['y0'].shape[1]}, "
+            f"path={str(self.path)!r})"
+        )
 
     @property
     def channels(self) -> list[dict]:
@@ -488,13 +459,27 @@ class ScadaDataset(StoredDataset):
         return cls.read(path, None if expect is None else expect.key())
 
 
-def scada_dataset(grid: str | Grid, *, start_day: int = 0, n_days: int = 366, n_renewable: int = 4,
-                  renewable_share: float = 0.3, area_center: int | None = None, area_size: int | None = None,
-                  noise: dict | None = None, load_profiles: Sequence[str] = DEFAULT_LOAD_PROFILES,
-                  pv_profiles: Sequence[str] = DEFAULT_PV_PROFILES,
-                  wind_profiles: Sequence[str] = DEFAULT_WIND_PROFILES, seed: int = 0,
-                  out_dir: str | os.PathLike = "data", workers: int | None = None, scheduler: Any = None,
-                  days_per_part: int = 8, progress: bool = True, overwrite: bool = False) -> ScadaDataset:
+def scada_dataset(
+    grid: str | Grid,
+    *,
+    start_day: int = 0,
+    n_days: int = 366,
+    n_renewable: int = 4,
+    renewable_share: float = 0.3,
+    area_center: int | None = None,
+    area_size: int | None = None,
+    noise: dict | None = None,
+    load_profiles: Sequence[str] = DEFAULT_LOAD_PROFILES,
+    pv_profiles: Sequence[str] = DEFAULT_PV_PROFILES,
+    wind_profiles: Sequence[str] = DEFAULT_WIND_PROFILES,
+    seed: int = 0,
+    out_dir: str | os.PathLike = "data",
+    workers: int | None = None,
+    scheduler: Any = None,
+    days_per_part: int = 8,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> ScadaDataset:
     """Generate (or load from cache) a SCADA dataset; see the module docstring for what it holds.
 
     Days are solved in parts of ``days_per_part`` days, in ``workers`` processes (default: the CPU
@@ -506,11 +491,20 @@ def scada_dataset(grid: str | Grid, *, start_day: int = 0, n_days: int = 366, n_
     from tqdm.auto import tqdm
 
     g = grid if isinstance(grid, Grid) else load_grid(grid)
-    spec = ScadaSpec(grid=g.name, start_day=start_day, n_days=n_days, n_renewable=n_renewable,
-                     renewable_share=renewable_share, area_center=area_center, area_size=area_size,
-                     noise=dict(noise) if noise is not None else {"P": 0.01, "Q": 0.01, "U": 0.002},
-                     load_profiles=tuple(load_profiles), pv_profiles=tuple(pv_profiles),
-                     wind_profiles=tuple(wind_profiles), seed=seed)
+    spec = ScadaSpec(
+        grid=g.name,
+        start_day=start_day,
+        n_days=n_days,
+        n_renewable=n_renewable,
+        renewable_share=renewable_share,
+        area_center=area_center,
+        area_size=area_size,
+        noise=dict(noise) if noise is not None else {"P": 0.01, "Q": 0.01, "U": 0.002},
+        load_profiles=tuple(load_profiles),
+        pv_profiles=tuple(pv_profiles),
+        wind_profiles=tuple(wind_profiles),
+        seed=seed,
+    )
     out_dir = Path(out_dir)
     check_writable(out_dir)
     path = out_dir / f"{spec.stem()}.npz"
@@ -519,7 +513,7 @@ def scada_dataset(grid: str | Grid, *, start_day: int = 0, n_days: int = 366, n_
             return ScadaDataset.load(path, expect=spec)
         except DatasetError:
             pass
-    sc = scenario(g, spec)                   # fails early and clearly if a profile is missing
+    sc = scenario(g, spec)  # fails early and clearly if a profile is missing
     buses = area_buses(g, area_center, area_size)
     layout, branches = channel_layout(g, buses)
 
@@ -529,8 +523,7 @@ def scada_dataset(grid: str | Grid, *, start_day: int = 0, n_days: int = 366, n_
     part_of = {c[0]: parts_dir / f"part-{c[0]:04d}-{c[-1]:04d}.npz" for c in chunks}
     t0 = time.perf_counter()
     workers = available_cpus() if workers is None else max(1, int(workers))
-    with tqdm(total=n_days * STEPS_PER_DAY, desc=f"SCADA power flow {g.name}", unit="pf",
-              disable=not progress) as bar:
+    with tqdm(total=n_days * STEPS_PER_DAY, desc=f"SCADA power flow {g.name}", unit="pf", disable=not progress) as bar:
         todo = []
         for c in chunks:
             p = part_of[c[0]]
@@ -585,10 +578,12 @@ def scada_dataset(grid: str | Grid, *, start_day: int = 0, n_days: int = 366, n_
     r = {k: np.concatenate(v) for k, v in res.items()}
     if not r["success"].all():
         bad = np.flatnonzero(~r["success"])
-        raise DatasetError(f"the power flow of {g.name} did not converge at {len(bad)} of {r['success'].size} "
-                           f"steps (first: {sc.times[bad[0]]}); lower renewable_share or check the grid")
+        raise DatasetError(
+            f"the power flow of {g.name} did not converge at {len(bad)} of {r['success'].size} "
+            f"steps (first: {sc.times[bad[0]]}); lower renewable_share or check the grid"
+        )
 
-    clean = channels_from_states(g, buses, branches, r["vm"], r["va"])       # (steps, M)
+    clean = channels_from_states(g, buses, branches, r["vm"], r["va"])  # (steps, M)
     rel = np.array([spec.noise[ch["kind"][0]] for ch in layout])
     noise_rng = np.random.default_rng([spec.seed, 1])
     noisy = clean + noise_rng.standard_normal(clean.shape) * rel * np.abs(clean)
@@ -597,31 +592,53 @@ def scada_dataset(grid: str | Grid, *, start_day: int = 0, n_days: int = 366, n_
     def win(a):
         return a.reshape(D, STEPS_PER_DAY, -1).transpose(0, 2, 1)
 
-    arrays = dict(y0=win(noisy).astype(np.float32), y0_clean=win(clean).astype(np.float32),
-                  vm=r["vm"], va=r["va"], p=r["p"], q=r["q"], iterations=r["iterations"].astype(np.int16),
-                  load_factor=sc.load_factor.astype(np.float32),
-                  renewable_factor=sc.renewable_factor.astype(np.float32),
-                  area_bus=buses, area_branch=branches)
+    arrays = dict(
+        y0=win(noisy).astype(np.float32),
+        y0_clean=win(clean).astype(np.float32),
+        vm=r["vm"],
+        va=r["va"],
+        p=r["p"],
+        q=r["q"],
+        iterations=r["iterations"].astype(np.int16),
+        load_factor=sc.load_factor.astype(np.float32),
+        renewable_factor=sc.renewable_factor.astype(np.float32),
+        area_bus=buses,
+        area_branch=branches,
+    )
     atomic_write_npz(path, arrays)
     ids = np.asarray(g.bus_ids)
     meta = dict(
-        format=FORMAT, kind="scada", grid=g.name, grid_fingerprint=grid_fingerprint(g), spec=asdict(spec),
-        spec_key=spec.key(), shape=dict(y0=[D, M, STEPS_PER_DAY], states=[D * STEPS_PER_DAY, g.n_bus]),
-        channels=layout, bus_ids=ids.tolist(), area_bus_ids=ids[buses].tolist(),
-        time_start=sc.times[0], time_stop=sc.times[-1], resolution_minutes=15,
+        format=FORMAT,
+        kind="scada",
+        grid=g.name,
+        grid_fingerprint=grid_fingerprint(g),
+        spec=asdict(spec),
+        spec_key=spec.key(),
+        shape=dict(y0=[D, M, STEPS_PER_DAY], states=[D * STEPS_PER_DAY, g.n_bus]),
+        channels=layout,
+        bus_ids=ids.tolist(),
+        area_bus_ids=ids[buses].tolist(),
+        time_start=sc.times[0],
+        time_stop=sc.times[-1],
+        resolution_minutes=15,
         profile_source=f"simbench {_simbench_version()} ({SIMBENCH_CASE}/LoadProfile.csv, RESProfile.csv), "
-                       "year 2016, each profile divided by its maximum",
+        "year 2016, each profile divided by its maximum",
         load_profile={int(ids[b]): n for b, n in zip(g.load_bus, sc.load_profile)},
-        renewables=[dict(gen=int(gi), bus=int(ids[g.gen_bus[gi]]), kind=k, profile=n, capacity_pu=float(c))
-                    for gi, k, n, c in zip(sc.renewable_gen, sc.renewable_kind, sc.renewable_profile,
-                                           sc.renewable_capacity)],
+        renewables=[
+            dict(gen=int(gi), bus=int(ids[g.gen_bus[gi]]), kind=k, profile=n, capacity_pu=float(c))
+            for gi, k, n, c in zip(sc.renewable_gen, sc.renewable_kind, sc.renewable_profile, sc.renewable_capacity)
+        ],
         noise=dict(model="gaussian, std = noise[kind] * |value|", **spec.noise),
-        power_flow=dict(method="batched polar power flow: chord iterations from a shared Jacobian, "
-                               "Newton-Raphson where needed", tol=1e-10,
-                        max_iterations=int(r["iterations"].max()), seconds=seconds,
-                        per_second=D * STEPS_PER_DAY / max(seconds, 1e-9)),
+        power_flow=dict(
+            method="batched polar power flow: chord iterations from a shared Jacobian, Newton-Raphson where needed",
+            tol=1e-10,
+            max_iterations=int(r["iterations"].max()),
+            seconds=seconds,
+            per_second=D * STEPS_PER_DAY / max(seconds, 1e-9),
+        ),
         units="per unit on the case's base MVA; angles in rad",
-        sha256=sha256_file(path))
+        sha256=sha256_file(path),
+    )
     atomic_write_json(path.with_suffix(".json"), meta)
     import shutil
 

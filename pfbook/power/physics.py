@@ -12,7 +12,11 @@ with ``P_i + j Q_i`` the net injection at bus i (generation minus demand) and ``
 matrix: branches as pi models with taps and phase shifts, and bus shunts (MATPOWER manual, eq. 3.2-3.8).
 It is evaluated branch by branch with ``index_add`` rather than a dense ``Y @ V`` so that its cost grows
 with the number of branches, and in real arithmetic so that every dtype/device torch supports works.
+This is the differentiable form of S(V) = V ∘ conj(Y V); its derivatives and the Newton power flow live in
+the power-flow kernel, :mod:`pfbook.power.powerflow` (complex128 from Y, dense or sparse), and the tests check
+that the two evaluations of S(V) agree.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +35,7 @@ class GridTensors:
     n_bus: int
     f: torch.Tensor
     t: torch.Tensor
-    yff: tuple[torch.Tensor, torch.Tensor]    # (real, imag) of each branch admittance term
+    yff: tuple[torch.Tensor, torch.Tensor]  # (real, imag) of each branch admittance term
     yft: tuple[torch.Tensor, torch.Tensor]
     ytf: tuple[torch.Tensor, torch.Tensor]
     ytt: tuple[torch.Tensor, torch.Tensor]
@@ -44,34 +48,49 @@ class GridTensors:
     pmax: torch.Tensor
     qmin: torch.Tensor
     qmax: torch.Tensor
-    rate_a: torch.Tensor                       # inf where unlimited
+    rate_a: torch.Tensor  # inf where unlimited
 
     @classmethod
-    def from_grid(cls, grid: Grid, device: str | torch.device = "cpu",
-                  dtype: torch.dtype = torch.float64) -> "GridTensors":
+    def from_grid(
+        cls, grid: Grid, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64
+    ) -> "GridTensors":
         def T(a: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=dtype, device=device)
 
         def C(a: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
             return T(a.real), T(a.imag)
 
-        def I(a: np.ndarray) -> torch.Tensor:
+        def I(a: np.ndarray) -> torch.Tensor:  # noqa: E743  (index tensors; I as in the equations)
             return torch.as_tensor(a, dtype=torch.long, device=device)
 
         yff, yft, ytf, ytt = grid.branch_admittances
         return cls(
-            n_bus=grid.n_bus, f=I(grid.f), t=I(grid.t), yff=C(yff), yft=C(yft), ytf=C(ytf), ytt=C(ytt),
-            ysh=C(grid.y_shunt), gen_bus=I(grid.gen_bus), load_bus=I(grid.load_bus),
-            vmin=T(grid.vmin), vmax=T(grid.vmax), pmin=T(grid.pmin), pmax=T(grid.pmax),
-            qmin=T(grid.qmin), qmax=T(grid.qmax), rate_a=T(grid.rate_a),
+            n_bus=grid.n_bus,
+            f=I(grid.f),
+            t=I(grid.t),
+            yff=C(yff),
+            yft=C(yft),
+            ytf=C(ytf),
+            ytt=C(ytt),
+            ysh=C(grid.y_shunt),
+            gen_bus=I(grid.gen_bus),
+            load_bus=I(grid.load_bus),
+            vmin=T(grid.vmin),
+            vmax=T(grid.vmax),
+            pmin=T(grid.pmin),
+            pmax=T(grid.pmax),
+            qmin=T(grid.qmin),
+            qmax=T(grid.qmax),
+            rate_a=T(grid.rate_a),
         )
 
 
 _CACHE: dict[tuple[int, str, torch.dtype], tuple[Grid, GridTensors]] = {}
 
 
-def grid_tensors(grid: "Grid | GridTensors | str", device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float64) -> GridTensors:
+def grid_tensors(
+    grid: "Grid | GridTensors | str", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64
+) -> GridTensors:
     """The tensors of ``grid`` on ``device``/``dtype`` (cached per grid object)."""
     if isinstance(grid, GridTensors):
         return grid
@@ -123,8 +142,9 @@ def bus_power(grid, v: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor,
     return vr * ir + vi * ii, vi * ir - vr * ii
 
 
-def nodal_mismatch(grid, p: torch.Tensor, q: torch.Tensor, v: torch.Tensor,
-                   theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def nodal_mismatch(
+    grid, p: torch.Tensor, q: torch.Tensor, v: torch.Tensor, theta: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Active and reactive parts of ``S_i = (p_i + j q_i) - V_i conj(sum_j Y_ij V_j)`` (p.u.).
 
     ``p, q`` are net injections (generation minus demand); all inputs have shape ``(..., n_bus)``.
@@ -134,8 +154,9 @@ def nodal_mismatch(grid, p: torch.Tensor, q: torch.Tensor, v: torch.Tensor,
     return p - pc, q - qc
 
 
-def injections(grid, pg: torch.Tensor, qg: torch.Tensor, pd: torch.Tensor,
-               qd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def injections(
+    grid, pg: torch.Tensor, qg: torch.Tensor, pd: torch.Tensor, qd: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Net bus injections from generator outputs ``(..., n_gen)`` and load demand ``(..., n_load)``."""
     gt = _gt_like(grid, pg)
     shape = pg.shape[:-1] + (gt.n_bus,)
@@ -171,12 +192,21 @@ def branch_flows(grid, v: torch.Tensor, theta: torch.Tensor) -> BranchFlows:
     vr, vi = v * torch.cos(theta), v * torch.sin(theta)
     br = _branch_currents(gt, vr, vi)
     vfr, vfi, vtr, vti = vr[..., gt.f], vi[..., gt.f], vr[..., gt.t], vi[..., gt.t]
-    return BranchFlows(vfr * br.if_r + vfi * br.if_i, vfi * br.if_r - vfr * br.if_i,
-                       vtr * br.it_r + vti * br.it_i, vti * br.it_r - vtr * br.it_i)
+    return BranchFlows(
+        vfr * br.if_r + vfi * br.if_i,
+        vfi * br.if_r - vfr * br.if_i,
+        vtr * br.it_r + vti * br.it_i,
+        vti * br.it_r - vtr * br.it_i,
+    )
 
 
-def limit_violations(grid, v: torch.Tensor, theta: torch.Tensor | None = None,
-                     pg: torch.Tensor | None = None, qg: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def limit_violations(
+    grid,
+    v: torch.Tensor,
+    theta: torch.Tensor | None = None,
+    pg: torch.Tensor | None = None,
+    qg: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Non-negative amounts by which inequality limits are exceeded (p.u.); zero where respected.
 
     Keys: ``v`` (per bus, below vmin or above vmax), ``pg`` and ``qg`` (per generator, when given), and
@@ -190,5 +220,5 @@ def limit_violations(grid, v: torch.Tensor, theta: torch.Tensor | None = None,
         out["qg"] = torch.relu(gt.qmin - qg) + torch.relu(qg - gt.qmax)
     if theta is not None:
         fl = branch_flows(gt, v, theta)
-        out["branch"] = torch.relu(torch.maximum(fl.sf, fl.st) - gt.rate_a)   # rate inf: never violated
+        out["branch"] = torch.relu(torch.maximum(fl.sf, fl.st) - gt.rate_a)  # rate inf: never violated
     return out
