@@ -59,7 +59,7 @@ def reverse_trace(
 
     ``fn`` takes model-space tensors (de-normalise inside it, e.g. with :func:`~pfbook.diffusion.denormalised`);
     ``on="x0"`` passes it the (guided) x̂_0 of the step, ``on="x_prev"`` the x_{t-1} the step produced. Returns
-    the samples (physical units, as :meth:`DiffusionModel.draw`), the timesteps t of the steps, in sampling order
+    the samples (physical units, as :meth:`~pfbook.diffusion.training.DiffusionModel.draw`), the timesteps t of the steps, in sampling order
     (noisiest first), and the trace.
     """
     if on not in ON:

@@ -36,7 +36,7 @@ warm starts, on CPU or CUDA. A warm start whose KKT residual does not fall below
 iterations is reported as failed (:attr:`LoadFlowResult.converged`), never silently kept.
 
 **Backends.** The three stages, their stopping rules and tolerances are written once, in torch, over a small
-backend interface (:class:`_DenseBackend`): the state S(x), J = ∂S/∂x at x, the product Jᵀu, the
+backend interface (``_DenseBackend``): the state S(x), J = ∂S/∂x at x, the product Jᵀu, the
 Levenberg-Marquardt step and the KKT Newton step. S(V), its derivatives and the Newton power flow of stage (i)
 come from the power-flow kernel :mod:`pfbook.power.powerflow`. ``backend="dense"`` keeps J as dense (B, 2n, n_x)
 tensors and solves with dense LU (``torch.linalg.solve_ex``), on CPU or CUDA. ``backend="sparse"`` (CPU only)
@@ -168,7 +168,7 @@ class _DenseBackend:
 
 
 class _SparseBackend:
-    """The load flow's linear algebra on the sparsity pattern of Ybus (CPU; see :class:`_DenseBackend` for the
+    """The load flow's linear algebra on the sparsity pattern of Ybus (CPU; see ``_DenseBackend`` for the
     interface). J is the values (b, nnz_J) of the kernel's block (P and Q of every bus; θ of the non-reference
     buses, |V| of all), computed in NumPy for the batch at once; so are the values of the normal matrix Jᵀ W J
     (products of entry pairs within each row of J, lower triangle, mirrored) and of the KKT matrix
