@@ -27,7 +27,8 @@ def test_json_safe_makes_a_table_strict_json(tmp_path):
 
 
 def test_read_summaries_first_folder_wins_and_names_a_corrupt_file(tmp_path):
-    from pfbook.io import DatasetError, atomic_write_json, read_summaries, summary_table
+    from pfbook.evaluation.summaries import read_summaries, summary_table
+    from pfbook.io import DatasetError, atomic_write_json
 
     def put(folder, grid, profile, value):
         atomic_write_json(

@@ -7,8 +7,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from pfbook.config import PROFILES, check_profile
-from pfbook.io import summary_table, write_summary
+from pfbook.evaluation.summaries import load_table_summaries, save_table_summary
 from pfbook.methods.constrained.config import ConstrainedConfig
 
 # ---------------------------------------------------------------------------------------- results across grids
@@ -22,14 +21,7 @@ def save_summary(
 
     One file per profile, so a ``ci`` smoke run never overwrites the results of a ``default`` or ``paper`` run.
     """
-    return write_summary(
-        Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)),
-        cfg,
-        profile,
-        {"grid": cfg.grid},
-        table=table.to_dict(orient="index"),
-        **(extra or {}),
-    )
+    return save_table_summary(folder, SUMMARY_NAME, table, cfg, profile, extra)
 
 
 def load_summaries(*folders: "str | Path", profiles: Sequence[str] | None = None) -> pd.DataFrame:
@@ -38,4 +30,4 @@ def load_summaries(*folders: "str | Path", profiles: Sequence[str] | None = None
     ``folders`` are searched in order and the first summary found for a (grid, profile) wins, so a fresh run in
     ``runs/`` shadows the published one in ``book/results/``. ``profiles`` keeps only those profiles (default: all).
     """
-    return summary_table(folders, SUMMARY_NAME, [check_profile(p) for p in (profiles or PROFILES)], "samples")
+    return load_table_summaries(folders, SUMMARY_NAME, profiles, "samples")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pfbook.config import check_profile
-from pfbook.io import read_summaries, write_summary
+from pfbook.evaluation.summaries import read_summaries, write_summary
 from pfbook.methods.diffopf.config import GRID_LABELS, DiffOPFConfig
 
 # ---------------------------------------------------------------------------------------- results

@@ -8,7 +8,8 @@ from typing import Mapping
 import pandas as pd
 
 from pfbook.config import check_profile
-from pfbook.io import DatasetError, read_summaries, write_summary
+from pfbook.evaluation.summaries import read_summaries, write_summary
+from pfbook.io import DatasetError
 from pfbook.methods.tsdm.config import TSDMConfig
 
 # ---------------------------------------------------------------------------------------- results
