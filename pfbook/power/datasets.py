@@ -292,18 +292,7 @@ class OPFDataset(StoredDataset):
     def features(self, names: Iterable[str] = ("p", "q", "v", "theta")) -> tuple[np.ndarray, list[str]]:
         """Concatenate per-sample arrays into one matrix, with a column name per feature (``p_3`` = bus 3)."""
         ids = {"bus": self.meta["bus_ids"], "load": self.meta["load_bus_ids"], "gen": self.meta["gen_bus_ids"]}
-        kind = {
-            "p": "bus",
-            "q": "bus",
-            "v": "bus",
-            "theta": "bus",
-            "pd": "load",
-            "qd": "load",
-            "pg": "gen",
-            "qg": "gen",
-            "load_factors": "load",
-            "cost_factors": "gen",
-        }
+        kind = {n: k for n, k in _KIND.items() if k is not None}
         cols, blocks = [], []
         for n in names:
             if n not in kind:
