@@ -279,3 +279,20 @@ def test_speed_across_picks_the_fewest_steps_within_tolerance(tmp_path):
     assert list(got.index) == ["PJM"] and got.loc["PJM", "fewest within"] == "DDIM 20"
     assert got.loc["PJM", "reference"] == "DDPM"
     assert abs(got.loc["PJM", "s per 250-sample batch"] - 0.18) < 1e-12
+
+
+def test_summaries_written_before_the_pglib_grids_are_labelled_matpower(tmp_path):
+    """A file without ``sources`` holds MATPOWER's case under the paper's label; it must not pass for PGLib's."""
+    import json
+
+    one, zero = np.ones((2, 3)), np.zeros((2, 3))
+    ev = {"gap_usd": one, "gap_pct": one, "gap_signed_pct": one, "cost": 100 * one, "setpoint": one}
+    ev |= {"vviol": zero, "gviol": zero, "bviol": zero, "within": one > 0, "converged": one > 0}
+    t1 = do.table_one({"DiffOPF": ev}, "IEEE 118-Bus")
+    path = do.save_summary(tmp_path / "case118", {"table1": t1}, do.DiffOPFConfig(grid="case118"), "default")
+    obj = json.loads(path.read_text())
+    assert obj["sources"] == {"case118": "MATPOWER case118.m"}
+    assert do.load_tables(tmp_path).index.get_level_values(0).tolist() == ["IEEE 118-Bus"]
+    del obj["sources"]
+    path.write_text(json.dumps(obj))
+    assert do.load_tables(tmp_path).index.get_level_values(0).tolist() == ["IEEE 118-Bus (MATPOWER)"]

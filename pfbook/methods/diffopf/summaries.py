@@ -23,14 +23,18 @@ def save_summary(
     profile: str,
     extra: dict | None = None,
 ) -> Path:
-    """Write the tables with the configuration to ``folder/diffopf-summary-<profile>.json`` (atomically)."""
+    """Write the tables with the configuration to ``folder/diffopf-summary-<profile>.json`` (atomically), with the
+    ``sources`` of the grids (where each grid's case file comes from; ``extra`` may give them for several grids)."""
+    from pfbook.power.grids import load_grid
+
+    extra = {"sources": {cfg.grid: load_grid(cfg.grid).source}, **(extra or {})}
     return write_summary(
         Path(folder) / SUMMARY_NAME.format(profile=check_profile(profile)),
         cfg,
         profile,
         {"grid": cfg.grid},
         tables={k: v.reset_index().astype(object).to_dict(orient="split") for k, v in tables.items()},
-        **(extra or {}),
+        **extra,
     )
 
 
@@ -75,7 +79,8 @@ def load_tables(*folders: "str | Path", profile: str = "default", table: str = "
 
     ``folders`` are searched in order and the first row found for an index (test case, solver) or (test case, ε %)
     wins, so a fresh run in ``runs/`` shadows the published one in ``book/results/``. A column ``run`` holds each
-    row's date.
+    row's date. Files written before the chapter ran on PGLib-OPF's grids (they carry no ``sources``) hold
+    MATPOWER's cases under the paper's labels; their rows are labelled "... (MATPOWER)".
     """
     if table not in TABLE_INDEX:
         raise ValueError(f"unknown table {table!r}; choose one of {sorted(TABLE_INDEX)}")
@@ -92,6 +97,9 @@ def load_tables(*folders: "str | Path", profile: str = "default", table: str = "
                     f"({err!r}); delete it or rerun the chapter for its grid to rewrite it"
                 ) from None
             df.index.names = list(names)
+            if "sources" not in obj:
+                # written before the chapter ran on PGLib-OPF's grids: every grid of such a file is MATPOWER's
+                df = df.rename(index=lambda s: s if "(MATPOWER)" in s else f"{s} (MATPOWER)", level=0)
             keep = [k for k in df.index if k not in seen]
             seen.update(keep)
             rows.append(df.loc[keep].assign(run=obj.get("created", "")[:10]))
