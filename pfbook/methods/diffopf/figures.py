@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pfbook.methods.diffopf.data import OPFRecords
+from pfbook.methods.diffopf.history import nearest_records
 
 
 # ---------------------------------------------------------------------------------------- figures
@@ -19,21 +20,21 @@ def plot_marginals(
     n_history: int = 300,
 ):
     """Fig. 3: marginals of the active dispatch for one test load: the historical records with the nearest loads
-    (grey), DiffOPF's samples (blue) and DeepOPF's point (red)."""
+    (grey; the lookup of Table I's historical row, :func:`~pfbook.methods.diffopf.history.nearest_records`), DiffOPF's samples (blue) and DeepOPF's
+    point (red)."""
     import matplotlib.pyplot as plt
 
     g = data.grid
-    pd_tr, qd_tr, pg_tr, _ = data.split(data.train)
-    y = data.test_loads()[load_index]
-    near = np.argsort(np.linalg.norm(np.concatenate([pd_tr, qd_tr], 1) - y, axis=1))[:n_history]
+    _, _, pg_tr, _ = data.split(data.train)
+    pg_near = nearest_records(data, data.test_loads()[[load_index]], k=n_history)[0][0]
     if gens is None:
         gens = [j for j in np.argsort(-pg_tr.std(0)) if pg_tr[:, j].std() > 1e-4][:4]
     fig, axes = plt.subplots(1, len(gens), figsize=(3.0 * len(gens), 2.6), squeeze=False)
     for ax, j in zip(axes[0], gens):
-        lo = min(pg_tr[near, j].min(), pg_samples[:, j].min())
-        hi = max(pg_tr[near, j].max(), pg_samples[:, j].max())
+        lo = min(pg_near[:, j].min(), pg_samples[:, j].min())
+        hi = max(pg_near[:, j].max(), pg_samples[:, j].max())
         edges = np.linspace(lo, hi + 1e-9, 30)
-        ax.hist(pg_tr[near, j], bins=edges, density=True, color="0.6", alpha=0.7, label="history (nearest loads)")
+        ax.hist(pg_near[:, j], bins=edges, density=True, color="0.6", alpha=0.7, label="history (nearest loads)")
         ax.hist(pg_samples[:, j], bins=edges, density=True, histtype="step", lw=1.8, color="tab:blue", label="DiffOPF")
         ax.axvline(pg_deep[j], color="tab:red", lw=2, label="DeepOPF")
         ax.set_title(f"generator {j + 1} (bus {g.bus_ids[g.gen_bus[j]]})", fontsize=9)

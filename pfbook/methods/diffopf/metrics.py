@@ -52,7 +52,10 @@ def evaluate_warm_starts(
     as_t = lambda a: torch.as_tensor(np.nan_to_num(a), dtype=torch.float64)
     lim = limit_violations(grid, as_t(lf.v), as_t(lf.theta), as_t(lf.pg), as_t(lf.qg))
     lim = {key: val.numpy() for key, val in lim.items()}
-    vviol = np.linalg.norm(lim["v"], axis=1)
+    # eq. (21c): the norms of the excess above and below the limits, added (not the norm of their sum)
+    vviol = np.linalg.norm(np.maximum(0, lf.v - grid.vmax), axis=1) + np.linalg.norm(
+        np.maximum(0, grid.vmin - lf.v), axis=1
+    )
     gviol = np.sqrt((lim["pg"] ** 2).sum(1) + (lim["qg"] ** 2).sum(1))
     bviol = lim["branch"].max(1) if lim["branch"].shape[1] else np.zeros(len(vviol))
     ok = lf.converged.reshape(k, n)
