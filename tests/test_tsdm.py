@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from pfbook.config import apply_overrides
 from pfbook.io import DatasetError
 from pfbook.methods import tsdm
 from pfbook.methods.tsdm.baselines import EncoderWGAN, LSTMPredictor, RobustPCA, VAERecovery, rpca_admm
@@ -14,22 +13,15 @@ from pfbook.power.corruptions import corrupt_batch
 
 
 @pytest.fixture(scope="module")
-def windows():
-    """Real SCADA windows of case30 (the ci days): 3 buses around the reference bus, 24-step windows."""
-    cfg = replace(tsdm.TSDMConfig.for_profile("ci", "case30"), region=3, window=24, stride=6)
-    return cfg, tsdm.load_windows(cfg)
+def windows(case30_windows):
+    """Real SCADA windows of case30 (the ci days), see ``tests/conftest.py``."""
+    return case30_windows
 
 
 @pytest.fixture(scope="module")
-def model(windows, tmp_path_factory):
-    """A small prior trained on the clean windows, saved to a checkpoint."""
-    cfg, w = windows
-    cfg = apply_overrides(
-        cfg, {"base": 16, "train.steps": 250, "train.batch_size": 16, "train.lr": 2e-3, "ov_samples": 16}
-    )
-    path = tmp_path_factory.mktemp("models") / "tsdm.pt"
-    m, trainer = tsdm.train_prior(cfg, w, checkpoint=path)
-    return m, path, trainer
+def model(case30_prior):
+    """The small prior trained on the clean windows, saved to a checkpoint: ``(model, path, trainer)``."""
+    return case30_prior
 
 
 def test_windows_are_split_in_time_and_drop_constant_channels(windows):
@@ -89,20 +81,24 @@ def test_prior_trained(windows, model):
     assert d.loc[t, "train"] < 0.85 * skip_only
 
 
-def test_recovery_of_a_step_attack_beats_the_corrupted_windows(windows, model):
-    cfg, w = windows
+def test_keep_rule_returns_unflagged_entries_as_measured_and_rebuilds_the_flagged(windows, model):
+    _, w = windows
     m, _, _ = model
-    weights = tsdm.channel_weights(w.train)
-    truth = w.test
-    # gross false data: 25 % of the entries offset by 3-5 times each channel's scale
-    y, mask, _ = corrupt_batch(truth, "step", 0.25, seed=1, magnitude=(3.0, 5.0))
+    y, mask, _ = corrupt_batch(w.test, "step", 0.2, seed=1, magnitude=(0.5, 1.0))
     r = m.recover(y, seed=0)
-    err_corrupted = tsdm.weighted_rmse(truth, y, weights)
-    kept = np.where(r.flagged, r.x, y)
-    assert tsdm.weighted_rmse(truth, kept, weights) < 0.5 * err_corrupted
-    assert tsdm.weighted_rmse(truth, r.x, weights) < err_corrupted
-    # the detections are mostly the attacked entries
-    assert (r.outliers & mask).sum() > 0.5 * r.outliers.sum()
+    assert r.rule == "keep" and r.k == pytest.approx(m.threshold()[1])
+    np.testing.assert_array_equal(r.flagged, r.outliers)  # nothing lost: flagged = detected
+    np.testing.assert_array_equal(r.x[~r.flagged], y[~r.flagged])  # good data untouched
+    assert r.stage2[r.flagged.any(axis=(1, 2))].all()
+    assert not np.allclose(r.x[r.flagged], y[r.flagged])
+    # Algorithm 1 literally: k = 3, and a window with under 10 % flagged returns x_0' whole
+    lit = m.recover(y, seed=0, rule="algorithm1")
+    assert lit.k == m.cfg.sigma_k
+    few = lit.outliers.mean(axis=(1, 2)) < m.cfg.max_flagged
+    np.testing.assert_allclose(lit.x[few], lit.stage1[few])
+    assert lit.flagged[few].all()
+    with pytest.raises(ValueError, match="output rule"):
+        m.recover(y, rule="median")
 
 
 def test_recover_fills_lost_entries_and_keeps_the_others(windows, model):
@@ -275,17 +271,18 @@ def test_tables_across_systems_prefer_fresh_runs(tmp_path):
         tsdm.tables_across(runs)
 
 
-def test_channel_diagnostics_threshold_is_what_the_3sigma_test_flags(windows, model):
+def test_channel_diagnostics_threshold_is_what_the_outlier_test_flags(windows, model):
     _, w = windows
     m = model[0]
     d = tsdm.channel_diagnostics(m, w, n=2)
     assert list(d.index) == w.channel_names() and (d["step change [%]"] > 0).all()
     assert (d["stage-1 residual [%]"] > 0).all()
-    thr = d["3σ threshold [%]"].to_numpy() * d["rms"].to_numpy() / 100  # physical units
+    thr = d["threshold [%]"].to_numpy() * d["rms"].to_numpy() / 100  # physical units
     y = w.test[:1]
     z, observed = m.encode(y), torch.ones(1, *m.dm.layout.shape, dtype=torch.bool)
-    below = m.outliers(z, m.encode(y + 0.98 * thr[None, :, None]), observed)
-    above = m.outliers(z, m.encode(y + 1.02 * thr[None, :, None]), observed)
+    sigma, k = m.threshold()
+    below = m.outliers(z, m.encode(y + 0.98 * thr[None, :, None]), observed, k=k, sigma=sigma)
+    above = m.outliers(z, m.encode(y + 1.02 * thr[None, :, None]), observed, k=k, sigma=sigma)
     assert not below.any() and above.all()
 
 
@@ -302,7 +299,7 @@ def test_wins_table_counts_rows_where_tsdm_beats_every_baseline():
             "VAE": [12.0, 9.0, 7.0],
             "GAN": [16.0, 30.0, 6.0],
             "TSDM": [4.0, 10.0, 6.0],
-            tsdm.KEPT: [3.0, 10.0, 7.0],
+            tsdm.CORRUPTED: [12.0, 5.0, 9.0],
         },
         index=idx,
     )
@@ -310,10 +307,12 @@ def test_wins_table_counts_rows_where_tsdm_beats_every_baseline():
     assert list(w.index) == ["npcc", "ieee39"]  # systems in the order of the tables
     assert w.loc["npcc", "rows"] == 2 and w.loc["ieee39", "rows"] == 1
     assert w.loc["npcc", "TSDM best"] == 1  # RM: the VAE (9) beats TSDM (10)
-    assert w.loc["ieee39", "TSDM best"] == 1 and w.loc["ieee39", "kept best"] == 0  # a tie counts, 7 > 6 not
+    assert w.loc["ieee39", "TSDM best"] == 1  # a tie counts
+    assert w.loc["npcc", "FDIA rows"] == 1 and w.loc["npcc", "FDIA <= corrupted / 3"] == 1  # 4 <= 12 / 3
+    assert w.loc["ieee39", "FDIA <= corrupted / 3"] == 0  # 6 > 9 / 3
     assert w.loc["npcc", "VAE, GAN / TSDM (least)"] == pytest.approx(0.9)  # min(12, 16)/4 = 3, 9/10
     assert w.loc["ieee39", "VAE, GAN / TSDM (least)"] == pytest.approx(1.0)
-    assert "kept best" not in tsdm.wins_table(t.drop(columns=tsdm.KEPT)).columns
+    assert "FDIA rows" not in tsdm.wins_table(t.drop(columns=tsdm.CORRUPTED)).columns
     assert tsdm.wins_table(pd.DataFrame()).empty
     with pytest.raises(ValueError, match="GAN"):
         tsdm.wins_table(t.drop(columns="GAN"))

@@ -25,6 +25,11 @@ values of the same channels), ``phase_shift`` (the oscillation about the span's 
 angle through its Hilbert transform; 180 degrees mirrors it), ``amplitude`` (scaled by ``1 + a``);
 data loss ``rm`` (random missing, the number missing at each time step gamma distributed) and
 ``nm`` (whole channels missing over a span). Losses write ``fill`` (default NaN) into the mask.
+
+**FDIA on states** (:func:`state_fdia`): the step, ramp and random shapes applied to a share of the *state
+variables* and carried into the measurements through the measurement function, ``a = h(x + c) - h(x)``
+(Liu, Ning & Reiter's construction), so the attacked measurements stay consistent with the power-flow
+equations; the offsets on channels above are what an attacker without the network model can do.
 """
 
 from __future__ import annotations
@@ -364,6 +369,102 @@ CORRUPTIONS: dict[str, Callable[..., Corrupted]] = {
 }
 ATTACKS = ("step", "ramp", "random", "replay", "phase_shift", "amplitude")
 LOSSES = ("rm", "nm")
+
+
+# ---------------------------------------------------------------------------------------- FDIA on states
+#: the shapes of an FDIA on states: the same step, ramp and random forms as on channels
+STATE_ATTACKS = ("step", "ramp", "random")
+
+
+def state_fdia(
+    kind: str,
+    states: np.ndarray,
+    y: np.ndarray,
+    measure: Callable[[np.ndarray], np.ndarray],
+    ratio: float = 0.1,
+    magnitude=(0.01, 0.10),
+    rng=None,
+    eligible: np.ndarray | None = None,
+    span=None,
+    span_share: float = 0.5,
+) -> Corrupted:
+    """A false data injection on *state variables*, carried into the measurements through the measurement function.
+
+    The classical construction of Liu, Ning & Reiter: an attacker who knows the measurement function ``h`` of
+    the attacked area shifts the states by ``c`` and adds ``a = h(x + c) - h(x)`` to the measurements, so the
+    attacked measurements are those of the operating point ``x + c``: they obey the power-flow equations and
+    leave a weighted-least-squares residual test where it was.
+
+    ``states`` ``(S, T)`` are the true states of the window (e.g. |V| and θ of the area's buses), ``y`` ``(M, T)``
+    the measurements as received, ``measure`` maps states ``(S, T)`` to noise-free measurements ``(M, T)``.
+    ``ceil(ratio x n_eligible)`` of the ``eligible`` states (boolean ``(S,)`` or indices; default all) are
+    attacked over one span of ``round(span_share x T)`` steps at a random start (``span=(start, stop)`` fixes
+    it), with the temporal shape ``kind`` of :data:`STATE_ATTACKS`: ``step`` a constant offset ``a_s x s_s``
+    (``s_s`` the state's mean |value| over the window, ``|a_s|`` drawn from ``magnitude``, one pair or one per
+    state ``(S, 2)``, e.g. 1-10 % for |V| and 10-100 % for θ), ``ramp`` rising linearly to it, ``random`` Gaussian
+    of that standard deviation. The mask marks the measurement entries the attack changed (``a != 0``); the
+    state offset ``c`` is attached as ``.state_offset`` and the attacked states' mask as ``.state_mask``.
+    """
+    if kind not in STATE_ATTACKS:
+        raise ValueError(f"unknown FDIA shape {kind!r} on states; choose one of {', '.join(STATE_ATTACKS)}")
+    x, y, rng = _check_x(states), _check_x(y), _rng(rng)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"states {x.shape} and measurements {y.shape} must cover the same time steps")
+    S, T = x.shape
+    ratio = _check_ratio(ratio)
+    if eligible is None:
+        pool = np.arange(S)
+    else:
+        e = np.asarray(eligible)
+        pool = np.flatnonzero(e) if e.dtype == bool else np.unique(e.astype(int))
+        if e.dtype == bool and e.shape != (S,):
+            raise ValueError(f"eligible must be a boolean mask of the {S} states or indices; got shape {e.shape}")
+        if pool.size == 0 or pool.min() < 0 or pool.max() >= S:
+            raise ValueError(f"eligible must name at least one of the {S} states; got {pool.tolist()}")
+    n = min(pool.size, max(1, math.ceil(ratio * pool.size)))
+    chosen = np.sort(rng.choice(pool, size=n, replace=False))
+    if span is None:
+        if not 0 < span_share <= 1:
+            raise ValueError(f"span_share must lie in (0, 1]; got {span_share}")
+        L = int(min(T, max(1, round(span_share * T))))
+        start = int(rng.integers(0, T - L + 1))
+        span = (start, start + L)
+    _, span, _ = _region(x, ratio, rng, channels=chosen, span=span)
+    mags = _magnitudes(magnitude, S)
+    a = _signed_amplitudes(rng, chosen, mags)
+    scale = channel_scale(x)[chosen]
+    L = span[1] - span[0]
+    c = np.zeros_like(x)
+    if kind == "step":
+        c[chosen, span[0] : span[1]] = (a * scale)[:, None]
+    elif kind == "ramp":
+        c[chosen, span[0] : span[1]] = (a * scale)[:, None] * (np.arange(1, L + 1) / L)[None, :]
+    else:
+        a = np.abs(a)
+        c[chosen, span[0] : span[1]] = rng.standard_normal((n, L)) * (a * scale)[:, None]
+    h0, h1 = np.asarray(measure(x), dtype=float), np.asarray(measure(x + c), dtype=float)
+    if h0.shape != y.shape or h1.shape != y.shape:
+        raise ValueError(f"measure(states) must return the measurements' shape {y.shape}; got {h0.shape}")
+    delta = h1 - h0
+    mask = delta != 0.0
+    out = Corrupted(
+        y + delta,
+        mask,
+        dict(
+            kind=f"state {kind}",
+            ratio=ratio,
+            shape=list(y.shape),
+            states=[int(i) for i in chosen],
+            eligible=int(pool.size),
+            span=list(span),
+            magnitude=_mag_param(magnitude),
+            amplitude=a.tolist(),
+        ),
+    )
+    state_mask = np.zeros_like(x, dtype=bool)
+    state_mask[np.ix_(chosen, np.arange(*span))] = True
+    out.state_offset, out.state_mask = c, state_mask
+    return out
 
 
 def corrupt(kind: str, x: np.ndarray, ratio: float = 0.1, rng=None, **kwargs) -> Corrupted:

@@ -7,6 +7,7 @@ from pfbook.methods.tsdm.baselines import (  # noqa: F401
     Baseline,
     EncoderWGAN,
     LSTMPredictor,
+    NearestWindow,
     RobustPCA,
     VAERecovery,
     make_baselines,
@@ -16,8 +17,10 @@ from pfbook.methods.tsdm.config import (  # noqa: F401
     PMU_EVENTS,
     PMU_SYSTEMS,
     SCADA_DAYS,
+    SCADA_SCENARIOS,
     SCADA_SYSTEMS,
     SCENARIOS,
+    STATE_MAGNITUDES,
     TSDMConfig,
 )
 from pfbook.methods.tsdm.diagnostics import (  # noqa: F401
@@ -26,13 +29,20 @@ from pfbook.methods.tsdm.diagnostics import (  # noqa: F401
     range_check,
 )
 from pfbook.methods.tsdm.experiments import (  # noqa: F401
+    ALGORITHM1,
     BASELINES,
-    KEPT,
+    CORRUPTED,
+    HISTORY,
+    ORACLE,
+    UNCORRUPTED,
+    RecoveryTables,
+    Scorer,
     corrupt_windows,
     omega_sweep,
     ratio_sweep,
     recovery_table,
     resample_sweep,
+    scenarios_for,
     speed_table,
     state_estimation,
     wins_table,
@@ -43,6 +53,7 @@ from pfbook.methods.tsdm.figures import (  # noqa: F401
     plot_traces,
 )
 from pfbook.methods.tsdm.method import (  # noqa: F401
+    RULES,
     TSDM,
     Recovery,
     recover,
@@ -51,6 +62,13 @@ from pfbook.methods.tsdm.method import (  # noqa: F401
 from pfbook.methods.tsdm.metric import (  # noqa: F401
     channel_weights,
     weighted_rmse,
+)
+from pfbook.methods.tsdm.states import (  # noqa: F401
+    estimate_states,
+    measurement_std,
+    pseudo_std,
+    state_rmse,
+    state_weights,
 )
 from pfbook.methods.tsdm.summaries import (  # noqa: F401
     SUMMARY_NAME,

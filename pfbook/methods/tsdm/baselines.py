@@ -20,6 +20,10 @@ Entries given as lost are always filled; entries measured are kept or replaced a
 * :class:`EncoderWGAN` -- a Wasserstein GAN with gradient penalty (Gulrajani et al. 2017) and an encoder
   trained afterwards to invert the generator ([9]); recovery is G(E(y)), refined by a few gradient steps of the
   latent code on the measured entries.
+
+Beside them a reference that needs no model, :class:`NearestWindow` (looking up history): the training window
+closest to the measured entries, which fills the lost entries (data loss) or replaces the window (attacks, whose
+location it is not told).
 """
 
 from __future__ import annotations
@@ -31,7 +35,16 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Baseline", "LSTMPredictor", "RobustPCA", "VAERecovery", "EncoderWGAN", "make_baselines", "rpca_admm"]
+__all__ = [
+    "Baseline",
+    "LSTMPredictor",
+    "RobustPCA",
+    "VAERecovery",
+    "EncoderWGAN",
+    "NearestWindow",
+    "make_baselines",
+    "rpca_admm",
+]
 
 
 class Baseline(abc.ABC):
@@ -397,6 +410,33 @@ class EncoderWGAN(Baseline):
         with torch.no_grad():
             rec = self.G(w).double().detach().cpu().numpy().reshape(z.shape)
         return self._x(rec if mask is None else np.where(miss, rec, z))
+
+
+class NearestWindow(Baseline):
+    """Looking up history: the training window nearest (RMS over the measured entries, standardised) to each window.
+
+    Lost entries are filled from it; under attack (no mask) the whole window is returned, since the method is
+    not told where the attack is: what the historical records alone say about the day."""
+
+    name = "nearest training window"
+
+    def fit(self, train: np.ndarray) -> "NearestWindow":
+        self.train = self._standardise_fit(train)
+        self.shape_T = self.train.shape[2]
+        return self
+
+    def recover(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        z = self._z(y)
+        miss = self._missing(y, mask)
+        zt = torch.as_tensor(self.train.reshape(len(self.train), -1))
+        out = np.empty_like(z)
+        for i in range(len(z)):
+            obs = torch.as_tensor(~miss[i].reshape(-1))
+            zi = torch.as_tensor(np.where(miss[i], 0.0, z[i]).reshape(-1))
+            d = (((zt - zi) ** 2) * obs).sum(dim=1)
+            out[i] = self.train[int(torch.argmin(d))]
+        rec = out if mask is None else np.where(miss, out, z)
+        return self._x(rec)
 
 
 def make_baselines(train: np.ndarray, steps: int = 1500, seed: int = 0, device: str = "cpu") -> dict[str, Baseline]:

@@ -15,7 +15,8 @@ SCADA_SYSTEMS: dict[str, int] = {"case30": 6, "case57": 10, "case118": 20}
 PMU_SYSTEMS: dict[str, int] = {"ieee39": 5, "npcc": 13}
 
 
-#: rows of Tables I and III: label -> corruption kind of :mod:`pfbook.power.corruptions`
+#: rows of Table III (PMU): label -> corruption kind of :mod:`pfbook.power.corruptions`; PMU channels are attacked
+#: directly (they measure the states: U, θ, δ, E'_d, E'_q), with the paper's magnitudes
 SCENARIOS: dict[str, str] = {
     "FDIA step": "step",
     "FDIA ramp": "ramp",
@@ -23,6 +24,24 @@ SCENARIOS: dict[str, str] = {
     "data loss RM": "rm",
     "data loss NM": "nm",
 }
+
+#: rows of Table I (SCADA): the FDIA rows attack the *states* (``"state step"``: |V| by 1-10 %, θ by 10-100 %,
+#: carried into the measurements as h(x + c) - h(x)); "measurement offset" is a step of 1-10 % on measurement
+#: channels (an attacker without the network model), kept as an extra row
+SCADA_SCENARIOS: dict[str, str] = {
+    "FDIA step": "state step",
+    "FDIA ramp": "state ramp",
+    "FDIA random": "state random",
+    "measurement offset": "step",
+    "data loss RM": "rm",
+    "data loss NM": "nm",
+}
+
+#: FDIA magnitudes on states, as fractions of each state's value: |V| 1-10 %, θ 10-100 % (the paper's)
+STATE_MAGNITUDES: dict[str, tuple[float, float]] = {"vm": (0.01, 0.10), "va": (0.10, 1.00)}
+
+#: share of the window an FDIA on states spans (one contiguous span at a random start)
+ATTACK_SPAN = 0.5
 
 
 #: (start day, number of days) of the SCADA data each profile uses: ci a summer week, default the first quarter,
@@ -102,8 +121,10 @@ class TSDMConfig(ChapterConfig):
     s: int = 10  # DDIM subsequence length (paper: 10)
     omega: float = 1.0  # ω of eq. 33 (paper: 1.0)
     R: int = 2  # resamplings per step in stage 2 (paper: 2)
-    sigma_k: float = 3.0  # the 3σ test
-    max_flagged: float = 0.1  # stage 2 runs when at least this share is flagged (paper: 10 %)
+    sigma_k: float = 3.0  # the 3σ test of Algorithm 1 taken literally
+    max_flagged: float = 0.1  # Algorithm 1: stage 2 runs when at least this share is flagged (paper: 10 %)
+    rule: str = "keep"  # output rule: "keep" (unflagged entries kept, see TSDM.recover) or "algorithm1"
+    false_flag_rate: float = 0.005  # "keep": the threshold flags this share of clean calibration entries
     ratio: float = 0.1  # modified ratio of the tables
     n_test: int = 24  # test windows per table row
     table_s: tuple[int, ...] = (10, 20, 50)  # Table IV subsequence lengths

@@ -14,25 +14,34 @@ from pfbook.power.corruptions import paper_magnitudes
 
 
 # ---------------------------------------------------------------------------------------- diagnostics
-def channel_diagnostics(model: TSDM, windows: Windows, n: int | None = None, seed: int = 0) -> pd.DataFrame:
-    """Per channel, in % of its RMS: how much it varies, how well stage 1 rebuilds it, and what the 3σ test can see.
+def channel_diagnostics(
+    model: TSDM, windows: Windows, n: int | None = None, seed: int = 0, ratio: float = 0.1
+) -> pd.DataFrame:
+    """Per channel, in % of its RMS: how much it varies, how well stage 1 rebuilds it, and what the test can see.
 
     Columns: ``rms`` (physical units); ``std`` over the training windows; ``step change``, the RMS change between
     consecutive samples of the test windows (what is left to predict from one sample to the next, measurement noise
-    included); ``stage-1 residual``, the RMS of x_0' - y_0 on the first ``n`` clean test windows; ``3σ threshold``,
-    the smallest deviation :meth:`TSDM.outliers` flags (k σ_c of the calibration); ``attacks``, the range of the
-    FDIA offsets of the tables (1-10 % of the channel's mean |value| for magnitudes, 10-100 % for angles). An
-    attack smaller than the threshold cannot be flagged.
+    included); ``stage-1 residual``, the RMS of x_0' - y_0 on the first ``n`` clean test windows; ``threshold``,
+    the smallest deviation :meth:`TSDM.outliers` flags (k σ_c, with the calibrated k of :meth:`TSDM.threshold`);
+    ``FDIA [%]``, the median change the table's step FDIA makes on the entries of the channel it touches (SCADA:
+    the FDIA on states at modified ratio ``ratio``; NaN for channels it never touched), and ``offsets``, the
+    range of the measurement offsets (1-10 % of the channel's mean |value| for magnitudes, 10-100 % for angles).
+    A change smaller than the threshold cannot be flagged.
     """
+    from pfbook.methods.tsdm.experiments import corrupt_windows, scenarios_for
     from pfbook.power.corruptions import channel_scale
 
     clean = windows.test if n is None else windows.test[:n]
     rms = np.sqrt(np.mean(windows.train**2, axis=(0, 2)))
     x0 = model.recover(clean, two_stage=False, seed=seed).stage1
     unit = model.decode(torch.ones(1, *model.dm.layout.shape)) - model.decode(torch.zeros(1, *model.dm.layout.shape))
-    threshold = model.cfg.sigma_k * model.residual_sigma * np.abs(unit[0, :, 0])
+    sigma, k = model.threshold()
+    threshold = k * sigma * np.abs(unit[0, :, 0])
     scale = np.mean([channel_scale(w) for w in clean], axis=0)
     mags = paper_magnitudes(windows.channels)
+    truth, y, mask = corrupt_windows(windows, scenarios_for(windows)["FDIA step"], ratio, len(clean), seed)
+    change = np.abs(y - truth)
+    fdia = np.array([np.median(change[:, c][mask[:, c]]) if mask[:, c].any() else np.nan for c in range(len(rms))])
     pct = lambda a: 100 * np.asarray(a) / np.maximum(rms, 1e-12)
     return pd.DataFrame(
         {
@@ -40,8 +49,9 @@ def channel_diagnostics(model: TSDM, windows: Windows, n: int | None = None, see
             "std [%]": pct(windows.train.std(axis=(0, 2))),
             "step change [%]": pct(np.sqrt(np.mean(np.diff(clean, axis=2) ** 2, axis=(0, 2)))),
             "stage-1 residual [%]": pct(np.sqrt(np.mean((x0 - clean) ** 2, axis=(0, 2)))),
-            "3σ threshold [%]": pct(threshold),
-            "attacks [%]": [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(pct(mags[:, 0] * scale), pct(mags[:, 1] * scale))],
+            "threshold [%]": pct(threshold),
+            "FDIA [%]": pct(fdia),
+            "offsets [%]": [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(pct(mags[:, 0] * scale), pct(mags[:, 1] * scale))],
         },
         index=pd.Index(windows.channel_names(), name="channel"),
     )

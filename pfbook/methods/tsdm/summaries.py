@@ -14,6 +14,8 @@ from pfbook.methods.tsdm.config import TSDMConfig
 
 # ---------------------------------------------------------------------------------------- results
 SUMMARY_NAME = "tsdm-summary-{system}-{profile}.json"
+#: what Table I scores: WLS states (eq. 36); summaries without the field scored the measurement channels
+SCORED = "states"
 
 
 def save_summary(
@@ -26,6 +28,7 @@ def save_summary(
         profile,
         {"system": cfg.system},
         tables={k: v.reset_index().to_dict(orient="records") for k, v in tables.items()},
+        scored=SCORED,
         **(extra or {}),
     )
 
@@ -35,7 +38,9 @@ def tables_across(*folders: "str | Path", profile: str = "default", table: str =
 
     Reads ``<folder>/<grid>/tsdm-summary-<system>-<profile>.json`` in ``folders`` (first found per system wins, so a
     fresh run in ``runs/`` shadows a published one in ``book/results/``); rows are indexed by (system, scenario), with
-    the run's date in the column ``run``. A PMU system met in several runs is taken from the first.
+    the run's date in the column ``run`` and what its Table I scores in ``scored`` (``"states"``; summaries written
+    before the tables scored states say ``"measurements"``). A PMU system met in several runs is taken from the
+    first.
     """
     if table not in ("table1", "table3"):
         raise ValueError(f"unknown table {table!r}; choose 'table1' (SCADA) or 'table3' (PMU)")
@@ -53,7 +58,9 @@ def tables_across(*folders: "str | Path", profile: str = "default", table: str =
             continue
         seen.add(system)
         df.index.name = "scenario"
-        df = df.astype(float).assign(system=system, run=obj.get("created", "")[:10])
+        df = df.astype(float).assign(
+            system=system, run=obj.get("created", "")[:10], scored=obj.get("scored", "measurements")
+        )
         if table == "table3":
             df["SCADA run"] = obj.get("system", "")  # which chapter run the PMU table comes from
         frames.append(df.reset_index().set_index(["system", "scenario"]))

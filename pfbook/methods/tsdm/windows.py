@@ -38,6 +38,77 @@ class Windows:
     channel_index: np.ndarray
     test_steps: np.ndarray
     dataset: object = None
+    state_bus: np.ndarray | None = None  # SCADA: the region's buses (internal indices), whose |V| and θ are its states
+    train_steps: tuple[int, int] | None = None  # SCADA: the dataset steps of the training days
+
+    # ------------------------------------------------------------------ states (SCADA)
+    def _need_states(self) -> None:
+        if self.source != "scada" or self.state_bus is None:
+            raise ValueError(
+                "states are defined for SCADA windows (bus voltages of the region); PMU channels are states"
+            )
+
+    def state_names(self) -> list[str]:
+        """``|V| bus i`` then ``θ bus i`` for the region's buses: the rows of :meth:`test_states`."""
+        self._need_states()
+        ids = np.asarray(self.dataset.grid.bus_ids)[self.state_bus]
+        return [f"|V| bus {b}" for b in ids] + [f"θ bus {b}" for b in ids]
+
+    def _states_at(self, steps: np.ndarray) -> np.ndarray:
+        """(|V|, θ - θ_ref) of the region's buses at dataset ``steps`` (..., ) -> (..., S)."""
+        ds, ref = self.dataset, self.dataset.grid.ref
+        vm, va = np.asarray(ds.arrays["vm"])[steps], np.asarray(ds.arrays["va"])[steps]
+        va = va - va[..., ref : ref + 1]
+        return np.concatenate([vm[..., self.state_bus], va[..., self.state_bus]], axis=-1)
+
+    def test_states(self, n: int | None = None) -> np.ndarray:
+        """The power-flow states ``(n, S, T)`` of the first ``n`` test windows (|V| in p.u., θ in rad relative to
+        the reference bus); the measurements of :attr:`test` were made from them."""
+        self._need_states()
+        starts = self.test_steps if n is None else self.test_steps[:n]
+        steps = starts[:, None] + np.arange(self.shape[1])[None, :]
+        return self._states_at(steps).transpose(0, 2, 1)
+
+    def train_states(self) -> np.ndarray:
+        """The states ``(S, steps)`` of the training days (for the weights of eq. 36)."""
+        self._need_states()
+        return self._states_at(np.arange(*self.train_steps)).T
+
+    def attackable_states(self) -> np.ndarray:
+        """Boolean ``(S,)``: the states an attacker can shift through the region's measurements alone.
+
+        Those of buses whose every neighbour lies in the region (then every measurement that depends on them is
+        one of the region's channels, and ``h(x + c) - h(x)`` touches nothing outside), without the reference
+        bus's angle, which is 0 by definition."""
+        self._need_states()
+        grid = self.dataset.grid
+        inside = np.zeros(grid.n_bus, bool)
+        inside[self.state_bus] = True
+        ok = inside.copy()
+        for a, b in zip(grid.f, grid.t):
+            if inside[a] != inside[b]:
+                ok[a] = ok[b] = False
+        vm_ok = ok[self.state_bus]
+        va_ok = vm_ok & (self.state_bus != grid.ref)
+        return np.concatenate([vm_ok, va_ok])
+
+    def measure(self, window: int, states: np.ndarray) -> np.ndarray:
+        """The noise-free region channels ``(M, T)`` of test window ``window`` if the region's states were
+        ``states`` ``(S, T)`` (the other buses' states as in the power flow): the measurement function h."""
+        from pfbook.power.measurements import channels_from_states
+
+        self._need_states()
+        ds, T, nb = self.dataset, self.shape[1], len(self.state_bus)
+        steps = self.test_steps[window] + np.arange(T)
+        vm, va = np.array(ds.arrays["vm"])[steps], np.array(ds.arrays["va"])[steps]
+        ref = ds.grid.ref
+        states = np.asarray(states, dtype=np.float64)
+        vm[:, self.state_bus] = states[:nb].T
+        va[:, self.state_bus] = states[nb:].T + va[:, ref : ref + 1]
+        full = channels_from_states(
+            ds.grid, np.asarray(ds.arrays["area_bus"]), np.asarray(ds.arrays["area_branch"]), vm, va
+        )
+        return full[:, self.channel_index].T
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -156,6 +227,8 @@ def _scada_windows(cfg: TSDMConfig, ds) -> Windows:
         idx,
         starts + cut[2],
         ds,
+        state_bus=np.asarray(area_buses(grid, None, cfg.region_size)),
+        train_steps=(int(cut[0]), int(cut[1])),
     )
 
 
