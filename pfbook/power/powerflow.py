@@ -8,7 +8,8 @@ Conventions, for all power-flow code of :mod:`pfbook.power`:
 * **S(V) = V ∘ conj(Y V)**, the complex power leaving each bus into the network; at a solution it equals the
   net injection (generation minus demand). P = Re S, Q = Im S. ``I = Y V`` comes along where a caller needs it;
 * derivatives in polar coordinates: ∂S/∂θ and ∂S/∂|V| (MATPOWER's ``dSbus_dV``, polar form) and the second
-  derivatives Σ_i λ_i ∇²S_i over (θ, |V|) (``d2Sbus_dV2``);
+  derivatives Σ_i λ_i ∇²S_i over (θ, |V|) (``d2Sbus_dV2``); the same for the from-end branch flows
+  S_f = V_f ∘ conj(Y_f V) (``dSbr_dV``: :func:`dsbr_dv` dense, :func:`branch_flow_derivatives` per branch);
 * a real Jacobian is a **block** of those (:meth:`DenseKernel.block`): rows P of the buses ``p_rows`` above
   rows Q of the buses ``q_rows``; columns θ of the buses ``th_cols`` before columns |V| of the buses ``vm_cols``;
 * the **power flow** (:func:`newton_power_flow`): unknowns θ at the ``pvpq`` buses and |V| at the ``pq``
@@ -30,8 +31,9 @@ SuperLU, :class:`pfbook.power.blocksolve.BlockSystem`). Both give:
 
 Users: the SCADA generator (:func:`pfbook.power.measurements.newton_pf`, through :func:`power_flow` with its
 chord iterations), the load flow (:mod:`pfbook.power.loadflow`: its power-flow start, the Levenberg-Marquardt
-and KKT-Newton stages) and the constrained chapter's projection onto the power-flow equations. The
-differentiable physics of :mod:`pfbook.power.physics` evaluates the same S(V) branch by branch in real
+and KKT-Newton stages), the constrained chapter's projection onto the power-flow equations and the WLS state
+estimator (:mod:`pfbook.power.estimation`: the sparse injection derivatives and :func:`branch_flow_derivatives`).
+The differentiable physics of :mod:`pfbook.power.physics` evaluates the same S(V) branch by branch in real
 arithmetic, for autograd in any dtype; the tests check that the two agree.
 """
 
@@ -43,7 +45,17 @@ import torch
 
 from pfbook.power.blocksolve import BlockSystem
 
-__all__ = ["DenseKernel", "SparseKernel", "dsbus_dv", "d2sbus_dv2", "bus_roles", "newton_power_flow", "power_flow"]
+__all__ = [
+    "DenseKernel",
+    "SparseKernel",
+    "dsbus_dv",
+    "d2sbus_dv2",
+    "dsbr_dv",
+    "branch_flow_derivatives",
+    "bus_roles",
+    "newton_power_flow",
+    "power_flow",
+]
 
 
 # ---------------------------------------------------------------------------------------- dense torch forms
@@ -60,6 +72,40 @@ def _dsbus_dv(Y: torch.Tensor, V: torch.Tensor):
 def dsbus_dv(Y: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(S, ∂S/∂θ, ∂S/∂|V|) of S = V ⊙ conj(Y V), batched over V (B, n); MATPOWER's ``dSbus_dV`` (polar)."""
     return _dsbus_dv(Y, V)[1:]
+
+
+def dsbr_dv(Yf: torch.Tensor, V: torch.Tensor, f) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(S_f, ∂S_f/∂θ, ∂S_f/∂|V|) of the from-end branch flows S_f = V_f ⊙ conj(Y_f V), batched over V (B, n).
+
+    ``Yf`` (l, n) is the dense from-end branch admittance (:attr:`pfbook.power.grids.Grid.Yf`), ``f`` (l,) the
+    branches' from-bus indices; the derivatives are complex (B, l, n). MATPOWER's ``dSbr_dV`` (polar, from end).
+    """
+    f = torch.as_tensor(f, dtype=torch.long, device=V.device)
+    If = V @ Yf.T
+    Vf = V[:, f]
+    Vn = V / V.abs()
+    Cf = torch.zeros(Yf.shape, dtype=Yf.dtype, device=Yf.device)
+    Cf[torch.arange(len(f), device=Yf.device), f] = 1.0
+    dVa = 1j * (If.conj()[:, :, None] * Vf[:, :, None] * Cf - Vf[:, :, None] * (Yf * V[:, None, :]).conj())
+    dVm = Vf[:, :, None] * (Yf * Vn[:, None, :]).conj() + (If.conj() * Vf / Vf.abs())[:, :, None] * Cf
+    return Vf * If.conj(), dVa, dVm
+
+
+def branch_flow_derivatives(yff: np.ndarray, yft: np.ndarray, f: np.ndarray, t: np.ndarray, V: np.ndarray):
+    """The nonzeros of :func:`dsbr_dv`, branch by branch, in NumPy for a batch ``V`` (B, n).
+
+    ``yff``, ``yft`` (l,) are the branches' from-end admittances (I_f = yff V_f + yft V_t,
+    :attr:`pfbook.power.grids.Grid.branch_admittances`), ``f``, ``t`` their end buses. Returns complex (B, l)
+    arrays (S_f, ∂S_f/∂θ_f, ∂S_f/∂θ_t, ∂S_f/∂|V_f|, ∂S_f/∂|V_t|).
+    """
+    Vf, Vt = V[:, f], V[:, t]
+    If = yff * Vf + yft * Vt
+    Vfn, Vtn = Vf / np.abs(Vf), Vt / np.abs(Vt)
+    d_af = 1j * Vf * (If.conj() - (yff * Vf).conj())
+    d_at = -1j * Vf * (yft * Vt).conj()
+    d_mf = Vf * (yff * Vfn).conj() + If.conj() * Vfn
+    d_mt = Vf * (yft * Vtn).conj()
+    return Vf * If.conj(), d_af, d_at, d_mf, d_mt
 
 
 def d2sbus_dv2(Y: torch.Tensor, V: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
