@@ -213,6 +213,154 @@ def test_range_check_finds_a_test_channel_beyond_the_training_range(windows):
         tsdm.range_check(w, factor=0)
 
 
+def _synthetic_pmu(n_events=80, failed=(3,), seed=0):
+    """A PMU-dataset stand-in: 2 region generators (G1 at bus 1, G2 at bus 2) of 3; events cycling through the four
+    kinds, the trips drawn among all three generators, the faults among buses 11 and 21 (a branch from buses 1 and
+    2) and 50-53 (far away). A trip of G1 or G2 sends its own channels far off (+50, -50); a fault next to a region
+    bus dips that bus's voltage by 0.6, one far away every voltage by 0.1; every event adds noise."""
+    from types import SimpleNamespace
+
+    from pfbook.power.pmu import EVENT_KINDS
+
+    rng = np.random.default_rng(seed)
+    gens = [dict(model="GENROU", gen=g, bus=b) for g, b in (("G1", "1"), ("G2", "2"), ("G3", "3"))]
+    channels = [dict(kind=k, gen=g["gen"], model="GENROU", bus=g["bus"]) for g in gens for k in ("P_G", "delta")]
+    channels += [dict(kind="U", bus=g["bus"]) for g in gens]
+    lines = {"L1": ("1", "11"), "L2": ("2", "21"), "L3": ("3", "50"), "L4": ("50", "51"), "L5": ("51", "52")}
+    lines["L6"] = ("52", "53")
+    topology = dict(lines=lines, loads={"PQ_1": "53"}, generators={g["gen"]: g["bus"] for g in gens})
+    events, data = [], np.zeros((n_events, len(channels), 60))
+    for i in range(n_events):
+        kind = EVENT_KINDS[i % 4]
+        element = dict(
+            fault=["11", "21", "50", "51", "52", "53"][rng.integers(6)],
+            line_trip=f"L{rng.integers(3, 7)}",
+            gen_trip=f"G{rng.integers(1, 4)}",
+            load_change="PQ_1",
+        )[kind]
+        events.append(dict(kind=kind, element=element))
+        data[i] = 1 + 0.01 * rng.standard_normal(data.shape[1:])
+        if kind == "gen_trip":
+            rows = [j for j, c in enumerate(channels) if c.get("gen") == element and c["kind"] != "U"]
+            data[i, rows, 30:] += np.array([50.0, -50.0])[:, None]
+        elif kind == "fault" and element in ("11", "21"):
+            data[i, 6 if element == "11" else 7, 30:33] -= 0.6
+        elif kind == "fault":
+            data[i, 6:, 30:33] -= 0.1
+    success = np.ones(n_events, bool)
+    success[list(failed)] = False
+    data[~success] = np.nan
+    meta = dict(events=events, generators=gens, channels=channels, topology=topology)
+    return SimpleNamespace(meta=meta, channels=channels, arrays=dict(data=data, success=success))
+
+
+def test_pmu_event_strata_tell_apart_what_hits_the_region():
+    from pfbook.methods.tsdm.windows import event_strata
+
+    ds = _synthetic_pmu()
+    region, topo = ds.meta["generators"][:2], ds.meta["topology"]
+    events = [
+        dict(kind="gen_trip", element="G1"),
+        dict(kind="gen_trip", element="G3"),
+        dict(kind="fault", element="11"),
+        dict(kind="line_trip", element="L2"),
+        dict(kind="fault", element="53"),
+        dict(kind="load_change", element="PQ_1"),
+    ]
+    assert event_strata(events, region, topo) == [
+        ("gen_trip", "G1"),
+        ("gen_trip",),  # G3 lies outside the region
+        ("fault", "near bus 1"),
+        ("line_trip", "near bus 2"),
+        ("fault",),
+        ("load_change",),
+    ]
+    assert event_strata(events, region, topo, hops=0)[2:4] == [("fault",), ("line_trip", "near bus 2")]
+    assert event_strata(events, region)[:3] == [("gen_trip", "G1"), ("gen_trip",), ("fault",)]  # no topology
+
+
+def test_pmu_events_are_split_by_event_from_one_distribution():
+    from pfbook.methods.tsdm.windows import _pmu_windows, _split_counts, split_events
+
+    ds = _synthetic_pmu()
+    cfg = replace(tsdm.TSDMConfig.for_profile("ci", "ieee39"), region=2, window=20, stride=5)
+    w = _pmu_windows(cfg, ds)
+    sp = w.split
+    parts = [sp["train"], sp["calibration"], sp["test"]]
+    # by event: every successful event in exactly one part, the failed one excluded (and recorded)
+    assert sorted(np.concatenate(parts).tolist()) == [i for i in range(80) if i != 3]
+    assert sp["excluded"].tolist() == [3]
+    assert tuple(map(len, parts)) == _split_counts(79, cfg.calibration_fraction, cfg.test_fraction)
+    # every stratum of the calibration and test events has training events: each kind, each region generator's
+    # trip, the faults next to each region bus
+    strata = {part: {sp["strata"][int(i)] for i in sp[part]} for part in ("train", "calibration", "test")}
+    assert strata["test"] | strata["calibration"] <= strata["train"] and not sp["unmatched"]
+    assert {("gen_trip", "G1"), ("gen_trip", "G2"), ("fault", "near bus 1"), ("fault",)} <= strata["test"]
+    # ... so the test windows stay within the training range; each window's event is recorded
+    rc = tsdm.range_check(w)
+    assert not rc["outside"].any()
+    assert {"train event", "test event"} <= set(rc.columns)
+    assert rc.loc["delta G1", "test event"].startswith("gen_trip G1 (#")
+    assert rc.loc["U bus 1", "test event"].startswith("fault 11 (#")
+    assert (sp["window_events"]["test"] == w.test_steps // 10**6).all()
+    e, start = divmod(int(w.test_steps[-1]), 10**6)
+    np.testing.assert_allclose(w.test[-1], ds.arrays["data"][e][w.channel_index, start : start + cfg.window])
+    # deterministic, and seeded
+    again = _pmu_windows(cfg, ds)
+    for part in ("train", "calibration", "test"):
+        np.testing.assert_array_equal(again.split[part], sp[part])
+    np.testing.assert_array_equal(again.test, w.test)
+    labels = [sp["strata"][i] for i in sorted(sp["strata"])]
+    fractions = cfg.calibration_fraction, cfg.test_fraction
+    ok = np.flatnonzero(ds.arrays["success"])  # split positions -> dataset events
+    np.testing.assert_array_equal(ok[split_events(labels, *fractions)["test"]], sp["test"])
+    assert not np.array_equal(
+        split_events(labels, *fractions, seed=1)["test"], split_events(labels, *fractions)["test"]
+    )
+
+
+def test_event_split_shares_and_too_few_events():
+    from pfbook.methods.tsdm.windows import split_events
+
+    # 160 events: three kinds of 40 (8 faults next to the region), and 40 generator trips of which 12 of region
+    # generators (a few singletons)
+    strata = (
+        [("fault",)] * 32
+        + [("fault", "near bus 1")] * 5
+        + [("fault", "near bus 2")] * 3
+        + [("line_trip",)] * 40
+        + [("load_change",)] * 40
+        + [("gen_trip",)] * 28
+    )
+    strata += [("gen_trip", g) for g in ("A", "A", "A", "A", "B", "B", "B", "C", "C", "D", "E", "F")]
+    sp = split_events(strata, 0.1, 0.2, seed=0)
+    assert (len(sp["train"]), len(sp["calibration"]), len(sp["test"])) == (112, 16, 32)
+    for k in ("fault", "line_trip", "load_change", "gen_trip"):  # each kind keeps its share of every part
+        assert sum(strata[i][0] == k for i in sp["test"]) == 8
+        assert sum(strata[i][0] == k for i in sp["calibration"]) == 4
+    train = {strata[i] for i in sp["train"]}
+    assert all(strata[i] in train for i in np.concatenate([sp["test"], sp["calibration"]]))
+    assert {("gen_trip", g) for g in "DEF"} <= train and not sp["unmatched"]  # singletons are training events
+    # three events of three kinds (the ci data): one per part, the split says which kinds lack training events
+    tiny = split_events([("fault",), ("line_trip",), ("load_change",)], 0.15, 0.2)
+    assert sorted(np.concatenate([tiny[p] for p in ("train", "calibration", "test")]).tolist()) == [0, 1, 2]
+    assert len(tiny["unmatched"]) == 2
+    with pytest.raises(DatasetError, match="too few"):
+        split_events([("fault",)] * 2, 0.1, 0.2)
+
+
+def test_ci_pmu_windows_record_their_split():
+    cfg = tsdm.TSDMConfig.for_profile("ci", "ieee39")
+    w = tsdm.load_windows(cfg)
+    sp = w.split
+    ok = np.flatnonzero(w.dataset.arrays["success"])
+    assert sorted(np.concatenate([sp[p] for p in ("train", "calibration", "test")]).tolist()) == ok.tolist()
+    assert sp["excluded"].tolist() == np.flatnonzero(~w.dataset.arrays["success"]).tolist()
+    assert len(sp["window_events"]["train"]) == len(w.train) and len(w.test) >= 1
+    rc = tsdm.range_check(w)
+    assert rc["test event"].str.contains(r"\(#\d+\)").all()
+
+
 def test_state_estimation_from_uncorrupted_windows_matches_the_power_flow(windows):
     _, w = windows
     se = tsdm.state_estimation(w, {"uncorrupted": w.test[0]}, window=0, steps=[5])

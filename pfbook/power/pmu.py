@@ -30,6 +30,7 @@ Events that make the simulation fail (islanding, instability, divergence) are ke
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -127,6 +128,24 @@ def make_events(case: str, n: int, seed: int = 0, kinds: Sequence[str] = EVENT_K
             ev = Event(kind, str(loads[rng.integers(len(loads))]))
         out.append(ev)
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def topology(case: str) -> dict[str, dict]:
+    """Where the elements of ``case`` connect, read from the ANDES case (cached): ``lines`` (idx -> (bus1, bus2)),
+    ``loads`` (idx -> bus) and ``generators`` (GENROU and GENCLS idx -> terminal bus), all as strings. The event
+    split of TSDM's PMU windows uses it to find the events near a region (a dataset's events name these idx)."""
+    ss = _load(case)
+    gens = {}
+    for m in ("GENROU", "GENCLS"):
+        model = getattr(ss, m, None)
+        if model is not None:
+            gens.update({str(g): str(b) for g, b in zip(model.idx.v, model.bus.v)})
+    return dict(
+        lines={str(i): (str(a), str(b)) for i, a, b in zip(ss.Line.idx.v, ss.Line.bus1.v, ss.Line.bus2.v)},
+        loads={str(i): str(b) for i, b in zip(ss.PQ.idx.v, ss.PQ.bus.v)},
+        generators=gens,
+    )
 
 
 def _idx(model, name: str):

@@ -91,19 +91,34 @@ def range_check(windows: Windows, factor: float = 1.5) -> pd.DataFrame:
     Columns: ``train max |z|`` and ``test max |z|``, the largest deviation from the training mean in training
     standard deviations, and ``outside``, whether the test windows exceed ``factor`` x the training maximum. A prior
     has never seen such values (a trip of a region generator that only the test events contain, say), so neither
-    stage can rebuild them; sorted by the ratio, largest first.
+    stage can rebuild them; sorted by the ratio, largest first. For PMU windows that record their events
+    (``windows.split``), also ``train event`` and ``test event``: the event behind each maximum, as
+    ``"<kind> <element> (#<dataset index>)"``.
     """
     if factor <= 0:
         raise ValueError(f"factor must be positive; got {factor}")
     mu = windows.train.mean(axis=(0, 2))
     sd = np.maximum(windows.train.std(axis=(0, 2)), 1e-12)
 
-    def reach(x: np.ndarray) -> np.ndarray:
-        return np.abs((x - mu[None, :, None]) / sd[None, :, None]).max(axis=(0, 2))
+    def z(x: np.ndarray) -> np.ndarray:  # (windows, channels): the largest |z| of each window
+        return np.abs((x - mu[None, :, None]) / sd[None, :, None]).max(axis=2)
 
-    tr, te = reach(windows.train), reach(windows.test)
-    out = pd.DataFrame(
-        {"train max |z|": tr, "test max |z|": te, "outside": te > factor * tr},
-        index=pd.Index(windows.channel_names(), name="channel"),
-    )
+    z_tr, z_te = z(windows.train), z(windows.test)
+    tr, te = z_tr.max(axis=0), z_te.max(axis=0)
+    cols = {"train max |z|": tr, "test max |z|": te, "outside": te > factor * tr}
+    which = (windows.split or {}).get("window_events", {})
+    meta = getattr(windows.dataset, "meta", None) or {}
+    if (
+        "events" in meta
+        and len(which.get("train", ())) == len(windows.train)
+        and len(which.get("test", ())) == len(windows.test)
+    ):
+
+        def label(i: int) -> str:
+            e = meta["events"][int(i)]
+            return f"{e['kind']} {e['element']} (#{int(i)})"
+
+        cols["train event"] = [label(which["train"][k]) for k in z_tr.argmax(axis=0)]
+        cols["test event"] = [label(which["test"][k]) for k in z_te.argmax(axis=0)]
+    out = pd.DataFrame(cols, index=pd.Index(windows.channel_names(), name="channel"))
     return out.iloc[np.argsort(-(te / np.maximum(tr, 1e-12)), kind="stable")]

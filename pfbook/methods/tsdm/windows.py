@@ -2,14 +2,18 @@
 
 For SCADA the channels P_i, Q_i, U_i of the ``region`` buses nearest the reference bus and P_ij, Q_ij of the
 branches between them, T = 96 samples of 15 min; for PMU the channels of the first ``region`` generators with a PMU
-(P_G, Q_G, I, γ, δ, E'_d, E'_q) and U, θ of their terminal buses, T samples at 30 Hz. Windows are split in time
-(SCADA: by day; PMU: by event) into training, calibration and test windows.
+(P_G, Q_G, I, γ, δ, E'_d, E'_q) and U, θ of their terminal buses, T samples at 30 Hz. Windows are split into
+training, calibration and test windows: SCADA in time, by day; PMU by event, a seeded split stratified by the kind of
+event and, for the events at or near the region, by where they hit it (:func:`event_strata`, :func:`split_events`), so
+that the three parts come from the same event distribution and every kind of excursion of the test events has
+training examples.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -24,9 +28,9 @@ class Windows:
     """Measurement windows of one region, in physical units (per unit, rad), split for training and testing.
 
     ``train``/``calibration``/``test`` are ``(n, M, T)``; ``channels`` describes the M rows; ``test_steps`` holds,
-    for SCADA, the dataset time step of each test window's first column (for the state estimation; for PMU,
-    event number x 10^6 + first sample), and ``channel_index`` the rows of the dataset's channel list the region
-    keeps.
+    for SCADA, the dataset time step of each test window's first column (for the state estimation; for PMU, the
+    dataset's event index x 10^6 + first sample), and ``channel_index`` the rows of the dataset's channel list the
+    region keeps. ``split`` records, for PMU, which events went where (see :func:`_pmu_windows`); None for SCADA.
     """
 
     system: str
@@ -40,6 +44,7 @@ class Windows:
     dataset: object = None
     state_bus: np.ndarray | None = None  # SCADA: the region's buses (internal indices), whose |V| and θ are its states
     train_steps: tuple[int, int] | None = None  # SCADA: the dataset steps of the training days
+    split: dict | None = None
 
     # ------------------------------------------------------------------ states (SCADA)
     def _need_states(self) -> None:
@@ -154,6 +159,140 @@ def _split_counts(n: int, calibration: float, test: float) -> tuple[int, int, in
     return n_train, n_cal, n_test
 
 
+#: seed of the PMU event split (fixed, so that priors trained with different seeds see the same events)
+SPLIT_SEED = 0
+
+#: events this many branches or fewer from a region generator's terminal bus are "near" the region
+NEAR_HOPS = 2
+
+
+def _event_buses(event: dict, topology: dict) -> list[str]:
+    kind, element = event["kind"], str(event["element"])
+    if kind == "fault":
+        return [element]
+    if kind == "line_trip":
+        return list(topology["lines"].get(element, ()))
+    where = topology["loads" if kind == "load_change" else "generators"].get(element)
+    return [where] if where is not None else []
+
+
+def _nearest_region_bus(region_buses: Sequence[str], topology: dict, hops: int) -> dict[str, str]:
+    """Bus -> the region terminal bus nearest to it, for the buses at most ``hops`` branches away (breadth-first
+    from all region buses at once; ties go to the region bus listed first)."""
+    adj: dict[str, list[str]] = {}
+    for a, b in topology["lines"].values():
+        adj.setdefault(a, []).append(b)
+        adj.setdefault(b, []).append(a)
+    nearest = {b: b for b in dict.fromkeys(region_buses)}
+    front = list(nearest)
+    for _ in range(hops):
+        nxt = []
+        for b in front:
+            for c in adj.get(b, ()):
+                if c not in nearest:
+                    nearest[c] = nearest[b]
+                    nxt.append(c)
+        front = nxt
+    return nearest
+
+
+def event_strata(
+    events: Sequence[dict], region: Sequence[dict], topology: dict | None = None, hops: int = NEAR_HOPS
+) -> list[tuple[str, ...]]:
+    """The stratum of each PMU event for :func:`split_events`.
+
+    ``region`` lists the region's generators (``{"gen", "bus"}``, as in a dataset's ``meta["generators"]``). A trip
+    of a region generator is ``("gen_trip", <generator>)``: its own channels (P_G, I, δ, E'_d, E'_q) do what no other
+    event shows. An event at most ``hops`` branches from a region terminal bus (a fault at a bus, a line with an end,
+    a load or a tripped generator there; ``topology`` as :func:`pfbook.power.pmu.topology` gives it) is
+    ``(<kind>, "near bus <b>")``, ``b`` the nearest region bus: its largest excursions are on the channels of the
+    generators there. Every other event is ``(<kind>,)``. Without ``topology`` only the region's generator trips are
+    told apart.
+    """
+    gens = {str(g["gen"]) for g in region}
+    near = _nearest_region_bus([str(g["bus"]) for g in region], topology, hops) if topology else {}
+    out = []
+    for e in events:
+        kind = str(e["kind"])
+        if kind == "gen_trip" and str(e["element"]) in gens:
+            out.append((kind, str(e["element"])))
+            continue
+        hits = [near[b] for b in _event_buses(e, topology) if b in near] if topology else []
+        out.append((kind, f"near bus {hits[0]}") if hits else (kind,))
+    return out
+
+
+def _apportion(
+    total: int, ideal: np.ndarray, cap: np.ndarray, order: np.ndarray, start: np.ndarray | None = None
+) -> np.ndarray:
+    """Whole counts per group, at most ``cap``, adding up to ``total`` where the caps allow: ``start`` (default: the
+    floors of ``ideal``), then one at a time to the group furthest below its ideal share (ties: the one first in
+    ``order``, a ranking of the groups)."""
+    q = np.minimum(np.floor(ideal + 1e-9).astype(int), cap) if start is None else start.copy()
+    while q.sum() < total and (q < cap).any():
+        gap = np.where(q < cap, ideal - q, -np.inf)
+        best = np.flatnonzero(gap == gap.max())
+        q[best[np.argmin(order[best])]] += 1
+    return q
+
+
+def _quotas(n_test: int, n_cal: int, size: np.ndarray, room: np.ndarray, order: np.ndarray):
+    """Test and calibration counts per group of ``size`` events, shares of ``n_test``/``n_cal`` in proportion to the
+    sizes; at most ``room`` of a group's events first, more only where the totals need them."""
+    ideal_test, ideal_cal = size * n_test / size.sum(), size * n_cal / size.sum()
+    q_test = _apportion(n_test, ideal_test, room, order)
+    q_cal = _apportion(n_cal, ideal_cal, room - q_test, order)
+    q_test = _apportion(n_test, ideal_test, size - q_cal, order, start=q_test)  # no-ops unless the events are
+    q_cal = _apportion(n_cal, ideal_cal, size - q_test, order, start=q_cal)  # too few
+    return q_test, q_cal
+
+
+def split_events(
+    strata: Sequence[tuple], calibration: float, test: float, seed: int = SPLIT_SEED
+) -> dict[str, np.ndarray | list]:
+    """A seeded split of events into ``train``, ``calibration`` and ``test`` (ascending positions in ``strata``),
+    stratified by ``strata`` (one tuple per event, its kind first; see :func:`event_strata`).
+
+    The part sizes are those of the split in time (:func:`_split_counts`). They are shared out first among the
+    kinds (``stratum[0]``), then within each kind among its strata, in proportion to their sizes (largest
+    remainders); every stratum keeps at least one event for training, so every stratum of the calibration and test
+    parts has training examples (a stratum of one event is a training event). Which of a stratum's events go where
+    is drawn from ``default_rng(seed)``. Only when the events are too few for that (every stratum a single event, as
+    in the ``ci`` profile) do strata give up their last event; they are listed under ``unmatched``. The same strata
+    and seed give the same split.
+    """
+    n = len(strata)
+    n_train, n_cal, n_test = _split_counts(n, calibration, test)
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple, list[int]] = {}
+    for i in rng.permutation(n):
+        groups.setdefault(tuple(strata[i]), []).append(int(i))
+    keys = sorted(groups, key=repr)
+    order = rng.permutation(len(keys))  # ranks that break ties between strata
+    size = np.array([len(groups[k]) for k in keys])
+    kinds = sorted({k[0] for k in keys}, key=repr)
+    of_kind = [np.array([j for j, k in enumerate(keys) if k[0] == kind]) for kind in kinds]
+    k_test, k_cal = _quotas(
+        n_test,
+        n_cal,
+        np.array([size[j].sum() for j in of_kind]),
+        np.array([(size[j] - 1).sum() for j in of_kind]),
+        np.array([order[j].min() for j in of_kind]),
+    )
+    q_test, q_cal = np.zeros(len(keys), dtype=int), np.zeros(len(keys), dtype=int)
+    for j, t, c in zip(of_kind, k_test, k_cal):
+        q_test[j], q_cal[j] = _quotas(int(t), int(c), size[j], size[j] - 1, order[j])
+    out: dict[str, list[int]] = {"train": [], "calibration": [], "test": []}
+    for k, a, b in zip(keys, q_test, q_cal):
+        members = groups[k]
+        out["test"] += members[:a]
+        out["calibration"] += members[a : a + b]
+        out["train"] += members[a + b :]
+    split: dict[str, np.ndarray | list] = {part: np.sort(np.asarray(v, dtype=int)) for part, v in out.items()}
+    split["unmatched"] = [k for k, a, b in zip(keys, q_test, q_cal) if a + b == len(groups[k])]
+    return split
+
+
 def _constant(train: np.ndarray) -> np.ndarray:
     """Channels that never change over the training windows (zero-injection buses, the reference angle)."""
     sd = train.std(axis=(0, 2))
@@ -232,7 +371,17 @@ def _scada_windows(cfg: TSDMConfig, ds) -> Windows:
     )
 
 
-def _pmu_windows(cfg: TSDMConfig, ds) -> Windows:
+def _pmu_windows(cfg: TSDMConfig, ds, seed: int = SPLIT_SEED) -> Windows:
+    """The region's windows of a PMU dataset, its events split by :func:`split_events` into strata of
+    :func:`event_strata` (where the events lie: the dataset's ``meta["topology"]`` if it has one, else the ANDES
+    case's, :func:`pfbook.power.pmu.topology`).
+
+    Events whose simulation failed (``success = False``: islanding, instability, divergence; their data are NaN) are
+    left out before the split and recorded under ``split["excluded"]``. ``split`` holds the dataset event indices of
+    each part (``train``, ``calibration``, ``test``), the stratum of every split event (``strata``, dataset index ->
+    label), the strata without a training event (``unmatched``, empty unless the data are very few), the ``seed``,
+    and per part the dataset event index of every window (``window_events``).
+    """
     gens = [g["gen"] for g in ds.meta["generators"][: cfg.region_size]]
     buses = {g["bus"] for g in ds.meta["generators"][: cfg.region_size]}
     keep = [
@@ -241,23 +390,45 @@ def _pmu_windows(cfg: TSDMConfig, ds) -> Windows:
         if c.get("gen") in gens or (c["kind"] in ("U", "theta") and c.get("bus") in buses)
     ]
     ok = np.flatnonzero(np.asarray(ds.arrays["success"], dtype=bool))
-    data = np.asarray(ds.arrays["data"], dtype=np.float64)[ok][:, keep]  # (events, M, samples)
-    n_train, n_cal, n_test = _split_counts(len(data), cfg.calibration_fraction, cfg.test_fraction)
+    data = np.asarray(ds.arrays["data"], dtype=np.float64)[:, keep]  # (events, M, samples)
     if cfg.window > data.shape[2]:
         raise DatasetError(f"a window of {cfg.window} samples is longer than the {data.shape[2]} samples per event")
+    topo = ds.meta.get("topology")
+    if topo is None and "case" in ds.meta:
+        from pfbook.power.pmu import topology
+
+        topo = topology(ds.meta["case"])
+    region = ds.meta["generators"][: cfg.region_size]
+    strata = event_strata([ds.meta["events"][i] for i in ok], region, topo)
+    chosen = split_events(strata, cfg.calibration_fraction, cfg.test_fraction, seed)
+    parts = {k: ok[chosen[k]] for k in ("train", "calibration", "test")}  # dataset event indices
 
     def cut(events, stride):
-        parts = [_slide(e, cfg.window, stride) for e in events]
+        pieces = [_slide(data[e], cfg.window, stride) for e in events]
         return (
-            np.concatenate([p[0] for p in parts]),
-            np.concatenate([k * 10**6 + p[1] for k, p in zip(range(len(events)), parts)]),
+            np.concatenate([p[0] for p in pieces]),
+            np.concatenate([e * 10**6 + p[1] for e, p in zip(events, pieces)]),
         )
 
-    train, _ = cut(data[:n_train], cfg.stride)
-    cal, _ = cut(data[n_train : n_train + n_cal], max(1, cfg.window // 2))
-    test, starts = cut(data[n_train + n_cal :], max(1, cfg.window // 2))
+    train, train_steps = cut(parts["train"], cfg.stride)
+    cal, cal_steps = cut(parts["calibration"], max(1, cfg.window // 2))
+    test, starts = cut(parts["test"], max(1, cfg.window // 2))
     const = _constant(train)
     idx = np.asarray(keep)[~const]
+    split = dict(
+        seed=int(seed),
+        train=parts["train"],
+        calibration=parts["calibration"],
+        test=parts["test"],
+        excluded=np.flatnonzero(~np.asarray(ds.arrays["success"], dtype=bool)),
+        strata={int(i): s for i, s in zip(ok, strata)},
+        unmatched=chosen["unmatched"],
+        window_events={
+            "train": train_steps // 10**6,
+            "calibration": cal_steps // 10**6,
+            "test": starts // 10**6,
+        },
+    )
     return Windows(
         cfg.system,
         "pmu",
@@ -268,4 +439,5 @@ def _pmu_windows(cfg: TSDMConfig, ds) -> Windows:
         idx,
         starts,
         ds,
+        split,
     )
