@@ -439,5 +439,5 @@ def _pmu_windows(cfg: TSDMConfig, ds, seed: int = SPLIT_SEED) -> Windows:
         idx,
         starts,
         ds,
-        split,
+        split=split,
     )
