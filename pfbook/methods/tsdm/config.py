@@ -125,6 +125,7 @@ class TSDMConfig(ChapterConfig):
     max_flagged: float = 0.1  # Algorithm 1: stage 2 runs when at least this share is flagged (paper: 10 %)
     rule: str = "keep"  # output rule: "keep" (unflagged entries kept, see TSDM.recover) or "algorithm1"
     false_flag_rate: float = 0.005  # "keep": the threshold flags this share of clean calibration entries
+    detect_rounds: int = 2  # "keep": stage 1 rerun with the flagged entries left out of the guidance, this many times
     ratio: float = 0.1  # modified ratio of the tables
     n_test: int = 24  # test windows per table row
     table_s: tuple[int, ...] = (10, 20, 50)  # Table IV subsequence lengths

@@ -21,7 +21,8 @@ The method composes the measurement layer (:mod:`pfbook.power.measurements`, :mo
   (:class:`~pfbook.diffusion.ReplacementGuidance` with the sampler's ``resample``);
 * **output rule** (an implementation choice, ``rule="keep"``) -- every measured entry that is not flagged is
   returned as measured, flagged and lost entries are stage 2's; k is set so that a target share
-  (``false_flag_rate``) of clean calibration entries is flagged. ``rule="algorithm1"`` is Algorithm 1 taken
+  (``false_flag_rate``) of clean calibration entries is flagged, and detection is repeated (``detect_rounds``)
+  with the flagged entries left out of stage 1's guidance. ``rule="algorithm1"`` is Algorithm 1 taken
   literally: k = 3, and a window with under 10 % flagged returns x_0' whole;
 * **use** -- :meth:`TSDM.recover` / :func:`recover` take windows in physical units (NaN where lost) and return the
   repaired windows and the flagged entries; :func:`weighted_rmse` is eq. 36.
@@ -145,6 +146,7 @@ def _cache_key(cfg: TSDMConfig, windows: Windows) -> str:
         "max_flagged",
         "rule",
         "false_flag_rate",
+        "detect_rounds",
     ):
         d.pop(k, None)
     blob = json.dumps(
@@ -300,7 +302,10 @@ class TSDM:
         if rule not in RULES:
             raise ValueError(f"unknown output rule {rule!r}; choose one of {', '.join(RULES)}")
         cal = self.meta.get("calibration", {}).get(_omega_key(omega))
-        stale = cal is not None and cal.get("false_flag_rate") != float(self.cfg.false_flag_rate)
+        stale = cal is not None and (
+            cal.get("false_flag_rate") != float(self.cfg.false_flag_rate)
+            or cal.get("rounds", 1) != int(self.cfg.detect_rounds)
+        )
         if stale and self.calibration_windows is not None:
             cal = None  # calibrated for another target rate: redo it
         if (
@@ -354,7 +359,9 @@ class TSDM:
         returned exactly as measured; flagged and lost entries are rebuilt by stage 2 (masked imputation given
         every other entry); a window with nothing flagged or lost comes back unchanged. An entry is flagged when
         |x_0' - y_0| > k σ_c, with σ_c and k calibrated on clean windows at the same ω so that a share
-        ``cfg.false_flag_rate`` of clean entries is flagged (:meth:`calibrate`). ``"algorithm1"``: the paper's
+        ``cfg.false_flag_rate`` of clean entries is flagged (:meth:`calibrate`); detection runs
+        ``cfg.detect_rounds`` times, each round's stage 1 guided by the entries not flagged so far (a large
+        deviation pulls x_0' toward itself and hides the smaller ones beside it). ``"algorithm1"``: the paper's
         Algorithm 1 taken literally: k = 3; under ``max_flagged`` (10 %) flagged, x_0' is returned for the whole
         window, else stage 2's output with the unflagged entries as measured.
 
@@ -391,6 +398,12 @@ class TSDM:
                 x0 = self.stage1(z, observed, omega, smp, gen)
                 det = self.outliers(z, x0, observed, k=k_thr, sigma=sigma)
                 stage1 = self.decode(x0)
+                for _ in range(1, self.cfg.detect_rounds if rule == "keep" else 1):
+                    # again without the flagged entries in the guidance: x_0' is no longer pulled toward them, so
+                    # the attack's smaller traces on the other channels stand out
+                    guide = observed & ~torch.as_tensor(det.reshape(z.shape), device=z.device)
+                    x0 = self.stage1(z, guide, omega, smp, gen)
+                    det = det | self.outliers(z, x0, observed, k=k_thr, sigma=sigma)
             else:
                 det, stage1 = np.zeros_like(miss), np.where(miss, np.nan, yb)
             flagged = det | miss
@@ -434,8 +447,9 @@ class TSDM:
 
         σ_c is the RMS per channel of x_0' - y_0 (model space): the paper tests |x_0' - y_0| > 3σ without saying
         which σ; stage 1 is imperfect even on normal data, so its own residual on normal windows is the scale
-        against which a residual is surprising. k is the (1 - ``cfg.false_flag_rate``) quantile of |x_0' - y_0| / σ_c
-        over every entry of the windows: the threshold that flags that share of clean entries. Both depend on ω
+        against which a residual is surprising. k is the (1 - ``cfg.false_flag_rate`` / ``cfg.detect_rounds``)
+        quantile of |x_0' - y_0| / σ_c over every entry of the windows: each detection round flags that share of
+        clean entries, so that together they flag about ``false_flag_rate``. Both depend on ω
         (a larger ω pulls x_0' closer to y_0), so each ω has its own; they are stored with the model (the
         checkpoint carries them) and returned as ``(σ_c, k)``.
         """
@@ -451,11 +465,16 @@ class TSDM:
         rate = float(self.cfg.false_flag_rate)
         if not 0 < rate < 1:
             raise ValueError(f"false_flag_rate must lie in (0, 1); got {rate}")
-        k = float(np.quantile(np.abs(r) / sigma[None, :, None], 1 - rate))
+        rounds = int(self.cfg.detect_rounds)
+        if rounds < 1:
+            raise ValueError(f"detect_rounds must be at least 1; got {rounds}")
+        # each detection round may flag its share: together they flag about the target rate
+        k = float(np.quantile(np.abs(r) / sigma[None, :, None], 1 - rate / rounds))
         self.meta.setdefault("calibration", {})[_omega_key(omega)] = {
             "sigma": sigma.tolist(),
             "k": k,
             "false_flag_rate": rate,
+            "rounds": rounds,
             "windows": int(len(y)),
         }
         if omega == self.cfg.omega:
