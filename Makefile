@@ -39,7 +39,7 @@ book: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pfbook data prepare --profile ci --no-progress
-	PFBOOK_PROFILE=ci $(BIN)/python -m pytest --nbmake --nbmake-timeout=600 tests book
+	PFBOOK_PROFILE=ci $(BIN)/python -m pytest -n 2 --dist loadfile --nbmake --nbmake-timeout=600 tests book
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
