@@ -84,7 +84,8 @@ class Windows:
 
         Those of buses whose every neighbour lies in the region (then every measurement that depends on them is
         one of the region's channels, and ``h(x + c) - h(x)`` touches nothing outside), without the reference
-        bus's angle, which is 0 by definition."""
+        bus's angle, which is 0 by definition, and without those whose shift would move a channel the windows drop
+        as constant (the zero injection of a bus without load or generation)."""
         self._need_states()
         grid = self.dataset.grid
         inside = np.zeros(grid.n_bus, bool)
@@ -95,7 +96,28 @@ class Windows:
                 ok[a] = ok[b] = False
         vm_ok = ok[self.state_bus]
         va_ok = vm_ok & (self.state_bus != grid.ref)
-        return np.concatenate([vm_ok, va_ok])
+        out = np.concatenate([vm_ok, va_ok])
+        # a shift must not move a channel the windows leave out as constant (a bus without load or generation
+        # injects exactly 0): the attacker could not rewrite it, and a nonzero zero-injection gives the attack away
+        from pfbook.power.measurements import channels_from_states
+
+        ds = self.dataset
+        buses, branches = np.asarray(ds.arrays["area_bus"]), np.asarray(ds.arrays["area_branch"])
+        vm0, va0 = np.array(ds.arrays["vm"][self.train_steps[0]]), np.array(ds.arrays["va"][self.train_steps[0]])
+        base = channels_from_states(grid, buses, branches, vm0, va0)
+        kept = np.zeros(base.shape[-1], dtype=bool)
+        kept[self.channel_index] = True
+        nb = len(self.state_bus)
+        for i in np.flatnonzero(out):
+            vm, va = vm0.copy(), va0.copy()
+            b = self.state_bus[i % nb]
+            if i < nb:
+                vm[b] *= 1.05
+            else:
+                va[b] += 0.05
+            moved = np.abs(channels_from_states(grid, buses, branches, vm, va) - base) > 1e-12
+            out[i] = not (moved & ~kept).any()
+        return out
 
     def measure(self, window: int, states: np.ndarray) -> np.ndarray:
         """The noise-free region channels ``(M, T)`` of test window ``window`` if the region's states were
