@@ -102,3 +102,39 @@ def test_state_weights_and_rmse_follow_eq_36():
     assert tsdm.state_rmse(truth, est, m) == pytest.approx(1.0, rel=0.1)
     est[..., 10] = np.nan  # an unconverged step is left out
     assert np.isfinite(tsdm.state_rmse(truth, est, m))
+
+
+def test_no_attack_moves_a_zero_injection_the_windows_drop():
+    """case30's bus 6 has no load or generation: its P and Q are constant (0) and not in the windows, so bus 2,
+    its neighbour, cannot be attacked through the region's channels alone."""
+    from dataclasses import replace
+
+    from pfbook.power.measurements import channels_from_states
+
+    cfg = replace(tsdm.TSDMConfig.for_profile("ci", "case30"), region=6, window=48, stride=12)
+    w = tsdm.load_windows(cfg)
+    names = np.array(w.state_names())
+    assert list(names[w.attackable_states()]) == ["|V| bus 1", "|V| bus 3", "θ bus 3"]
+    dropped = sorted(set(range(len(w.dataset.channels))) - set(w.channel_index.tolist()))
+    assert any(w.dataset.channels[i] == {"kind": "P_i", "bus": 6} for i in dropped)
+    ds, T, nb = w.dataset, w.shape[1], len(w.state_bus)
+    st = w.test_states(1)[0]
+    c = state_fdia(
+        "step",
+        st,
+        w.test[0],
+        lambda x: w.measure(0, x),
+        ratio=1.0,
+        rng=0,
+        magnitude=np.array([(0.01, 0.1)] * nb + [(0.1, 1.0)] * nb),
+        eligible=w.attackable_states(),
+    )
+    steps = w.test_steps[0] + np.arange(T)
+    vm, va = np.array(ds.arrays["vm"])[steps], np.array(ds.arrays["va"])[steps]
+    buses, branches = np.asarray(ds.arrays["area_bus"]), np.asarray(ds.arrays["area_branch"])
+    before = channels_from_states(ds.grid, buses, branches, vm, va)
+    vm[:, w.state_bus] += c.state_offset[:nb].T
+    va[:, w.state_bus] += c.state_offset[nb:].T
+    after = channels_from_states(ds.grid, buses, branches, vm, va)
+    assert np.abs(after - before)[:, w.channel_index].max() > 0  # the attack moves the region's channels
+    np.testing.assert_allclose(after[:, dropped], before[:, dropped], atol=1e-12)  # and nothing else
