@@ -429,20 +429,14 @@ def state_fdia(
         L = int(min(T, max(1, round(span_share * T))))
         start = int(rng.integers(0, T - L + 1))
         span = (start, start + L)
-    _, span, _ = _region(x, ratio, rng, channels=chosen, span=span)
-    mags = _magnitudes(magnitude, S)
-    a = _signed_amplitudes(rng, chosen, mags)
-    scale = channel_scale(x)[chosen]
-    L = span[1] - span[0]
-    c = np.zeros_like(x)
-    if kind == "step":
-        c[chosen, span[0] : span[1]] = (a * scale)[:, None]
-    elif kind == "ramp":
-        c[chosen, span[0] : span[1]] = (a * scale)[:, None] * (np.arange(1, L + 1) / L)[None, :]
-    else:
-        a = np.abs(a)
-        c[chosen, span[0] : span[1]] = rng.standard_normal((n, L)) * (a * scale)[:, None]
-    h0, h1 = np.asarray(measure(x), dtype=float), np.asarray(measure(x + c), dtype=float)
+    # the temporal shapes are those of the channel attacks, applied to the states
+    shifted = CORRUPTIONS[kind](x, magnitude=magnitude, rng=rng, channels=chosen, span=span)
+    x_att, span, a = (
+        shifted.data,
+        tuple(shifted.params["span"]),
+        np.asarray(shifted.params.get("amplitude", shifted.params.get("std"))),
+    )
+    h0, h1 = np.asarray(measure(x), dtype=float), np.asarray(measure(x_att), dtype=float)
     if h0.shape != y.shape or h1.shape != y.shape:
         raise ValueError(f"measure(states) must return the measurements' shape {y.shape}; got {h0.shape}")
     delta = h1 - h0
@@ -461,9 +455,7 @@ def state_fdia(
             amplitude=a.tolist(),
         ),
     )
-    state_mask = np.zeros_like(x, dtype=bool)
-    state_mask[np.ix_(chosen, np.arange(*span))] = True
-    out.state_offset, out.state_mask = c, state_mask
+    out.state_offset, out.state_mask = x_att - x, shifted.mask
     return out
 
 

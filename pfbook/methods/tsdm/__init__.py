@@ -20,7 +20,6 @@ from pfbook.methods.tsdm.config import (  # noqa: F401
     SCADA_SCENARIOS,
     SCADA_SYSTEMS,
     SCENARIOS,
-    STATE_MAGNITUDES,
     TSDMConfig,
 )
 from pfbook.methods.tsdm.diagnostics import (  # noqa: F401

@@ -37,9 +37,6 @@ SCADA_SCENARIOS: dict[str, str] = {
     "data loss NM": "nm",
 }
 
-#: FDIA magnitudes on states, as fractions of each state's value: |V| 1-10 %, θ 10-100 % (the paper's)
-STATE_MAGNITUDES: dict[str, tuple[float, float]] = {"vm": (0.01, 0.10), "va": (0.10, 1.00)}
-
 #: share of the window an FDIA on states spans (one contiguous span at a random start)
 ATTACK_SPAN = 0.5
 

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from pfbook.io import DatasetError
-from pfbook.methods.tsdm.config import ATTACK_SPAN, SCADA_SCENARIOS, SCENARIOS, STATE_MAGNITUDES
+from pfbook.methods.tsdm.config import ATTACK_SPAN, SCADA_SCENARIOS, SCENARIOS
 from pfbook.methods.tsdm.method import TSDM, Recovery
 from pfbook.methods.tsdm.metric import weighted_rmse
 from pfbook.methods.tsdm.states import estimate_states, state_rmse, state_weights
@@ -22,10 +22,6 @@ from pfbook.power.corruptions import ATTACKS, LOSSES, STATE_ATTACKS, corrupt_bat
 
 
 # ---------------------------------------------------------------------------------------- corruptions
-def _state_magnitudes(n_bus: int) -> np.ndarray:
-    return np.array([STATE_MAGNITUDES["vm"]] * n_bus + [STATE_MAGNITUDES["va"]] * n_bus, dtype=float)
-
-
 def corrupt_windows(
     windows: Windows, kind: str, ratio: "float | Sequence[float]", n: int | None = None, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,7 +46,8 @@ def corrupt_windows(
             )
         states = windows.test_states(len(truth))
         eligible = windows.attackable_states()
-        mags = _state_magnitudes(len(windows.state_bus))
+        nb = len(windows.state_bus)
+        mags = paper_magnitudes(["U_i"] * nb + ["theta"] * nb)  # |V| 1-10 %, θ 10-100 %
         ratios = np.broadcast_to(np.asarray(ratio, dtype=float), (len(truth),))
         y, mask = np.empty_like(truth), np.zeros(truth.shape, dtype=bool)
         for i in range(len(truth)):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pfbook.methods.tsdm.metric import channel_weights
 from pfbook.methods.tsdm.windows import Windows
 
 #: floor of |z| in the relative standard deviation of a power measurement (p.u.), as in the chapter's estimator
@@ -26,9 +27,7 @@ POWER_FLOOR = 1e-3
 def state_weights(train_states: np.ndarray) -> np.ndarray:
     """m_i of eq. 36 for states ``(S, steps)``: (100 / rms_i)^2, and 0 for a state that never changes."""
     x = np.asarray(train_states, dtype=np.float64)
-    rms = np.sqrt(np.mean(x**2, axis=1))
-    sd = x.std(axis=1)
-    return np.where(sd > 1e-9, (100.0 / np.maximum(rms, 1e-12)) ** 2, 0.0)
+    return np.where(x.std(axis=1) > 1e-9, channel_weights(x[None]), 0.0)
 
 
 def measurement_std(channels: list[dict], z: np.ndarray, noise: dict) -> np.ndarray:

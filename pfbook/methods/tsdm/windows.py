@@ -82,23 +82,14 @@ class Windows:
     def attackable_states(self) -> np.ndarray:
         """Boolean ``(S,)``: the states an attacker can shift through the region's measurements alone.
 
-        Those of buses whose every neighbour lies in the region (then every measurement that depends on them is
-        one of the region's channels, and ``h(x + c) - h(x)`` touches nothing outside), without the reference
-        bus's angle, which is 0 by definition, and without those whose shift would move a channel the windows drop
-        as constant (the zero injection of a bus without load or generation)."""
+        Those whose shift moves only channels the windows keep (so ``h(x + c) - h(x)`` touches nothing outside
+        the region, and no zero injection of a bus without load or generation, which the windows drop as
+        constant), found by shifting each state once; the reference bus's angle, 0 by definition, is not one."""
         self._need_states()
         grid = self.dataset.grid
-        inside = np.zeros(grid.n_bus, bool)
-        inside[self.state_bus] = True
-        ok = inside.copy()
-        for a, b in zip(grid.f, grid.t):
-            if inside[a] != inside[b]:
-                ok[a] = ok[b] = False
-        vm_ok = ok[self.state_bus]
-        va_ok = vm_ok & (self.state_bus != grid.ref)
-        out = np.concatenate([vm_ok, va_ok])
-        # a shift must not move a channel the windows leave out as constant (a bus without load or generation
-        # injects exactly 0): the attacker could not rewrite it, and a nonzero zero-injection gives the attack away
+        out = np.concatenate([np.ones(len(self.state_bus), bool), self.state_bus != grid.ref])
+        # a shift must move only channels the windows keep: not those of buses outside the region, nor one the
+        # windows leave out as constant (a bus without load or generation injects exactly 0, which gives it away)
         from pfbook.power.measurements import channels_from_states
 
         ds = self.dataset
