@@ -16,7 +16,7 @@ from pfbook.io import DatasetError
 from pfbook.methods.tsdm.config import ATTACK_SPAN, SCADA_SCENARIOS, SCENARIOS
 from pfbook.methods.tsdm.method import TSDM, Recovery
 from pfbook.methods.tsdm.metric import weighted_rmse
-from pfbook.methods.tsdm.states import estimate_states, state_rmse, state_weights
+from pfbook.methods.tsdm.states import POWER_FLOOR, estimate_states, state_rmse, state_weights
 from pfbook.methods.tsdm.windows import Windows
 from pfbook.power.corruptions import ATTACKS, LOSSES, STATE_ATTACKS, corrupt_batch, paper_magnitudes, state_fdia
 
@@ -438,7 +438,7 @@ def state_estimation(
                     v = region[region_row[ci], j] if ci in region_row else series[ci, k]
                     if not np.isfinite(v):
                         continue
-                    sd = std[kind[0]] * max(abs(v), 1e-3 if kind != "U_i" else 1.0) * scale
+                    sd = std[kind[0]] * max(abs(v), POWER_FLOOR if kind != "U_i" else 1.0) * scale
                     meas.append(
                         {
                             "name": None,
